@@ -1,0 +1,1 @@
+//! Logging, signals, pidfile and daemon (in progress).

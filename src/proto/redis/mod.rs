@@ -1,0 +1,4 @@
+//! The Redis RESP codec: request parser, command table and reply parser. No I/O.
+pub mod command;
+pub mod reply;
+pub mod request;

@@ -1,0 +1,1 @@
+//! Listener, client session, backend connection (in progress).
