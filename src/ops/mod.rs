@@ -1,1 +1,4 @@
-//! Logging, signals, pidfile and daemon (in progress).
+//! Process operations: logging, daemonizing, the pidfile and signals.
+pub mod daemon;
+pub mod log;
+pub mod pidfile;

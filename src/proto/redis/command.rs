@@ -28,3 +28,9 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     let _ = name;
     todo!()
 }
+
+/// True when `argc` (command name included) fits the command's arity class.
+pub fn arity_ok(spec: &CommandSpec, argc: usize) -> bool {
+    let _ = (spec, argc);
+    todo!()
+}

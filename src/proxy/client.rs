@@ -1,0 +1,242 @@
+//! One Redis client connection: read a batch, decode every complete request, route each,
+//! and write the replies back in request order in one coalesced write.
+//!
+//! Every request takes a numbered slot in `slots` when it is read; a reply fills its slot,
+//! and only the ready slots at the front are written. So replies can never be reordered
+//! or cross, however the backends interleave.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::backend::{BackendRequest, ClientReply, ReplyTo};
+use super::error::BackendError;
+use super::pool::{Pool, PoolSnapshot};
+use super::stream::Stream;
+use crate::proto::redis::dispatch::{self, Dispatch};
+use crate::proto::redis::request::{Limits, Request, RequestDecoder};
+
+/// Requests in flight per client before walnut stops reading from it.
+const MAX_PENDING_REQUESTS: usize = 4096;
+/// Reply bytes waiting to be written before walnut stops reading from the client.
+const MAX_PENDING_OUTPUT: usize = 4 * 1024 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A request's place in the reply order.
+#[derive(Debug)]
+enum Slot {
+    Waiting,
+    Ready(Bytes),
+}
+
+/// Why the session stops reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    /// The client half-closed: answer what is pending, then close.
+    Eof,
+    /// QUIT: answer what came before it, then close.
+    Quit,
+    /// Malformed framing: answer what came before, then the error, then close.
+    ProtocolError,
+}
+
+struct Session {
+    id: u64,
+    pool: Arc<Pool>,
+    decoder: RequestDecoder,
+    slots: VecDeque<Slot>,
+    /// The sequence number of `slots[0]`.
+    front_seq: u64,
+    reply_tx: mpsc::UnboundedSender<ClientReply>,
+    authenticated: bool,
+    closing: Option<Closing>,
+}
+
+/// Serves one client until it closes or fails.
+pub async fn serve_redis_client(mut stream: Stream, pool: Arc<Pool>, id: u64) {
+    let (reply_tx, mut replies) = mpsc::unbounded_channel();
+    let needs_auth = pool.current.load().config.redis_auth.is_some();
+    let mut session = Session {
+        id,
+        pool,
+        decoder: RequestDecoder::new(Limits::default()),
+        slots: VecDeque::new(),
+        front_seq: 0,
+        reply_tx,
+        authenticated: !needs_auth,
+        closing: None,
+    };
+    let (mut reader, mut writer) = stream.split();
+    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = BytesMut::with_capacity(READ_CHUNK);
+
+    loop {
+        session.move_ready_replies(&mut out);
+        if session.closing.is_some() && session.slots.is_empty() && out.is_empty() {
+            break;
+        }
+        let may_read = session.closing.is_none()
+            && session.slots.len() < MAX_PENDING_REQUESTS
+            && out.len() < MAX_PENDING_OUTPUT;
+        tokio::select! {
+            biased;
+            Some(reply) = replies.recv() => {
+                session.accept_reply(reply);
+                while let Ok(reply) = replies.try_recv() {
+                    session.accept_reply(reply);
+                }
+            }
+            written = writer.write_buf(&mut out), if !out.is_empty() => {
+                if let Err(e) = written {
+                    debug!(client = id, "client write failed: {e}");
+                    break;
+                }
+            }
+            read = reader.read_buf(&mut input), if may_read => {
+                match read {
+                    Ok(0) => session.closing = Some(Closing::Eof),
+                    Ok(_) => session.handle_input(&mut input),
+                    Err(e) => {
+                        debug!(client = id, "client read failed: {e}");
+                        break;
+                    }
+                }
+                if input.capacity() - input.len() < READ_CHUNK / 4 {
+                    input.reserve(READ_CHUNK);
+                }
+            }
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+impl Session {
+    /// Decodes and routes every complete request in `input`.
+    fn handle_input(&mut self, input: &mut BytesMut) {
+        // One snapshot for the whole batch: it stays consistent even if a reload swaps it.
+        let snapshot = self.pool.current.load_full();
+        while self.closing.is_none() {
+            match self.decoder.decode(input) {
+                Ok(Some(request)) => self.handle_request(&snapshot, request),
+                Ok(None) => break,
+                Err(err) => {
+                    let reply = dispatch::error_reply(&err.to_string());
+                    self.push_ready(Bytes::from(reply));
+                    self.closing = Some(Closing::ProtocolError);
+                }
+            }
+        }
+        if self.closing.is_some() {
+            // Whatever follows QUIT or a framing error in the same read is discarded.
+            input.clear();
+        }
+    }
+
+    fn handle_request(&mut self, snapshot: &PoolSnapshot, request: Request) {
+        match dispatch::dispatch(&request) {
+            Dispatch::Quit => self.closing = Some(Closing::Quit),
+            Dispatch::Auth { password } => {
+                let reply: &'static [u8] = match &snapshot.config.redis_auth {
+                    None => dispatch::AUTH_NOT_SET,
+                    Some(expected) if expected.as_bytes() == password => {
+                        self.authenticated = true;
+                        dispatch::OK
+                    }
+                    Some(_) => {
+                        self.authenticated = false;
+                        dispatch::INVALID_PASSWORD
+                    }
+                };
+                self.push_ready(Bytes::from_static(reply));
+            }
+            // Errors about the request itself come before authentication, as in Redis.
+            Dispatch::Reply(reply) if reply.first() == Some(&b'-') => {
+                self.push_ready(Bytes::from(reply))
+            }
+            _ if !self.authenticated => self.push_ready(Bytes::from_static(dispatch::NOAUTH)),
+            Dispatch::Reply(reply) => self.push_ready(Bytes::from(reply)),
+            Dispatch::Forward { key } => {
+                let server = snapshot.router.server_for_key(key);
+                self.forward(snapshot, server, request.frame().clone());
+            }
+            Dispatch::ForwardSameServer { first, step, end } => {
+                let mut target = None;
+                let mut same = true;
+                for key in request
+                    .args()
+                    .skip(first)
+                    .step_by(step)
+                    .take(end.saturating_sub(first).div_ceil(step))
+                {
+                    let server = snapshot.router.server_for_key(key);
+                    match target {
+                        None => target = Some(server),
+                        Some(t) if t != server => same = false,
+                        Some(_) => {}
+                    }
+                }
+                if same {
+                    self.forward(snapshot, target.flatten(), request.frame().clone());
+                } else {
+                    self.push_ready(Bytes::from(dispatch::error_reply(dispatch::CROSS_SERVER)));
+                }
+            }
+        }
+    }
+
+    /// Sends `frame` to `server` (all ejected when `None`) and reserves its reply slot.
+    fn forward(&mut self, snapshot: &PoolSnapshot, server: Option<usize>, frame: Bytes) {
+        let Some(server) = server.and_then(|i| snapshot.servers.get(i)) else {
+            self.push_ready(error_bytes(&BackendError::ConnectionRefused));
+            return;
+        };
+        let seq = self.front_seq + self.slots.len() as u64;
+        let request = BackendRequest {
+            frame,
+            reply_to: ReplyTo {
+                tx: self.reply_tx.clone(),
+                seq,
+                part: 0,
+            },
+        };
+        match server.connection_for(self.id).send(request) {
+            Ok(()) => self.slots.push_back(Slot::Waiting),
+            Err(_) => self.push_ready(error_bytes(&BackendError::ConnectionRefused)),
+        }
+    }
+
+    fn push_ready(&mut self, reply: Bytes) {
+        self.slots.push_back(Slot::Ready(reply));
+    }
+
+    fn accept_reply(&mut self, reply: ClientReply) {
+        let Some(index) = reply.seq.checked_sub(self.front_seq) else {
+            return;
+        };
+        let Some(slot) = self.slots.get_mut(index as usize) else {
+            return;
+        };
+        *slot = Slot::Ready(match reply.result {
+            Ok(frame) => frame,
+            Err(err) => error_bytes(&err),
+        });
+    }
+
+    /// Moves the ready replies at the front of the order into the output buffer.
+    fn move_ready_replies(&mut self, out: &mut BytesMut) {
+        while let Some(Slot::Ready(_)) = self.slots.front() {
+            if let Some(Slot::Ready(reply)) = self.slots.pop_front() {
+                out.extend_from_slice(&reply);
+            }
+            self.front_seq += 1;
+        }
+    }
+}
+
+fn error_bytes(err: &BackendError) -> Bytes {
+    Bytes::from(dispatch::error_reply(&err.to_string()))
+}

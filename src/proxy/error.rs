@@ -1,0 +1,63 @@
+//! Why a request failed on the proxy side, worded as twemproxy words it (`strerror(errno)`).
+
+use std::io;
+
+/// A proxy-side failure of one request. `Display` is the text after `-ERR ` or `SERVER_ERROR `.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error("Connection refused")]
+    ConnectionRefused,
+    #[error("Connection timed out")]
+    TimedOut,
+    #[error("Connection reset by peer")]
+    ConnectionReset,
+    #[error("Host is down")]
+    HostDown,
+    /// The server sent something unparsable or unexpected.
+    #[error("Invalid argument")]
+    InvalidReply,
+    /// Any other OS error, with its `strerror` text.
+    #[error("{0}")]
+    Os(String),
+}
+
+impl BackendError {
+    /// Maps an I/O error to the text twemproxy would show for its errno.
+    pub fn from_io(err: &io::Error) -> BackendError {
+        match err.kind() {
+            io::ErrorKind::ConnectionRefused => BackendError::ConnectionRefused,
+            io::ErrorKind::TimedOut => BackendError::TimedOut,
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof => BackendError::ConnectionReset,
+            io::ErrorKind::NotFound => BackendError::ConnectionRefused,
+            _ => {
+                let text = err.to_string();
+                // std appends " (os error N)"; twemproxy shows the bare strerror text.
+                let bare = text.split(" (os error").next().unwrap_or(&text);
+                BackendError::Os(bare.to_string())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_read_like_strerror() {
+        let refused = io::Error::from_raw_os_error(111);
+        assert_eq!(
+            BackendError::from_io(&refused).to_string(),
+            "Connection refused"
+        );
+        let unreachable = io::Error::from_raw_os_error(113);
+        assert_eq!(
+            BackendError::from_io(&unreachable).to_string(),
+            "No route to host"
+        );
+        assert_eq!(BackendError::HostDown.to_string(), "Host is down");
+    }
+}

@@ -1,0 +1,180 @@
+//! Pool listeners: bind a TCP or unix socket as twemproxy does, accept clients, enforce the
+//! pool's client limit, and start a session for each client.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, UnixListener};
+use tracing::{debug, warn};
+
+use super::client::serve_redis_client;
+use super::pool::Pool;
+use super::stream::Stream;
+use crate::config::{ListenAddr, PoolConfig};
+
+/// Client ids are unique across pools; they pick a client's backend connection.
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A bound pool listener.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    /// The socket file is removed when the proxy stops.
+    Unix(UnixListener, PathBuf),
+}
+
+/// Why a listener could not be bound; `Display` is the startup error line.
+#[derive(Debug, thiserror::Error)]
+#[error("bind on p '{pool}' to addr '{listen}' failed: {reason}")]
+pub struct BindError {
+    pub pool: String,
+    pub listen: String,
+    pub reason: String,
+}
+
+fn bind_error(pool: &PoolConfig, reason: impl ToString) -> BindError {
+    BindError {
+        pool: pool.name.clone(),
+        listen: pool.listen_text.clone(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Binds the pool's listen address. Must run inside the tokio runtime.
+pub fn bind(pool: &PoolConfig) -> Result<Listener, BindError> {
+    match &pool.listen {
+        ListenAddr::Tcp { addr, .. } => {
+            let socket = Socket::new(
+                Domain::for_address(*addr),
+                Type::STREAM,
+                Some(Protocol::TCP),
+            )
+            .map_err(|e| bind_error(pool, e))?;
+            socket
+                .set_reuse_address(true)
+                .map_err(|e| bind_error(pool, e))?;
+            if pool.reuseport {
+                socket
+                    .set_reuse_port(true)
+                    .map_err(|e| bind_error(pool, e))?;
+            }
+            socket
+                .bind(&(*addr).into())
+                .map_err(|e| bind_error(pool, strip_os_error(&e)))?;
+            let backlog = i32::try_from(pool.backlog).unwrap_or(i32::MAX);
+            socket
+                .listen(backlog)
+                .map_err(|e| bind_error(pool, strip_os_error(&e)))?;
+            socket
+                .set_nonblocking(true)
+                .map_err(|e| bind_error(pool, e))?;
+            let listener = TcpListener::from_std(socket.into()).map_err(|e| bind_error(pool, e))?;
+            Ok(Listener::Tcp(listener))
+        }
+        ListenAddr::Unix { path, perm } => {
+            remove_stale_socket(path).map_err(|reason| bind_error(pool, reason))?;
+            let listener =
+                UnixListener::bind(path).map_err(|e| bind_error(pool, strip_os_error(&e)))?;
+            if let Some(mode) = perm {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode)).map_err(
+                    |e| bind_error(pool, format!("chmod {mode:o}: {}", strip_os_error(&e))),
+                )?;
+            }
+            Ok(Listener::Unix(listener, path.clone()))
+        }
+    }
+}
+
+/// Removes a unix socket file left by a dead process, but never one a live process listens on.
+fn remove_stale_socket(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err("Address already in use (the path exists and is not a socket)".into());
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err("Address already in use (another process is listening on this socket)".into());
+    }
+    std::fs::remove_file(path)
+        .map_err(|e| format!("cannot remove stale socket: {}", strip_os_error(&e)))
+}
+
+fn strip_os_error(err: &io::Error) -> String {
+    let text = err.to_string();
+    text.split(" (os error").next().unwrap_or(&text).to_string()
+}
+
+impl Listener {
+    /// The unix socket file this listener created, if any.
+    pub fn socket_path(&self) -> Option<&Path> {
+        match self {
+            Listener::Tcp(_) => None,
+            Listener::Unix(_, path) => Some(path),
+        }
+    }
+
+    async fn accept(&self) -> io::Result<Stream> {
+        match self {
+            Listener::Tcp(l) => {
+                let (stream, _) = l.accept().await?;
+                Ok(Stream::Tcp(stream))
+            }
+            Listener::Unix(l, _) => {
+                let (stream, _) = l.accept().await?;
+                Ok(Stream::Unix(stream))
+            }
+        }
+    }
+
+    /// Accepts clients forever, one session task each.
+    pub async fn run(self, pool: Arc<Pool>) {
+        loop {
+            let mut stream = match self.accept().await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    // EMFILE and friends: keep serving the clients we have, retry shortly.
+                    warn!(
+                        "accept on pool '{}' failed: {e}",
+                        pool.current.load().config.name
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let config = pool.current.load().config.clone();
+            if let Stream::Tcp(tcp) = &stream {
+                let _ = tcp.set_nodelay(true);
+                if config.tcpkeepalive {
+                    let _ = SockRef::from(tcp).set_keepalive(true);
+                }
+            }
+            let Some(guard) = pool.admit_client() else {
+                debug!(
+                    "pool '{}' is at its client_connections limit; refusing a client",
+                    config.name
+                );
+                tokio::spawn(async move {
+                    let (_, mut writer) = stream.split();
+                    let _ = writer
+                        .write_all(b"-ERR max number of clients reached\r\n")
+                        .await;
+                    let _ = writer.shutdown().await;
+                });
+                continue;
+            };
+            let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                serve_redis_client(stream, pool, id).await;
+                drop(guard);
+            });
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The one fixture every integration test uses: real redis-server, nutcracker and walnut
+//! processes on free loopback ports, each stopped by its PID when dropped.
+#![allow(dead_code)]
+
+pub mod resp;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use resp::{RespClient, Value};
+
+/// How long a started process may take to accept connections.
+const STARTUP_LIMIT: Duration = Duration::from_secs(20);
+
+/// A child process killed (by its PID) and reaped on drop.
+pub struct Process {
+    pub name: String,
+    child: Child,
+}
+
+impl Process {
+    pub fn spawn(name: &str, command: &mut Command) -> Process {
+        let child = command.stdin(Stdio::null()).spawn().unwrap_or_else(|e| {
+            panic!("cannot start {name}: {e} (is it installed? run scripts/test)")
+        });
+        Process {
+            name: name.to_string(),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Non-blocking: the exit status if the process has ended.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("walnut-test-{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until `addr` accepts a TCP connection, or panics naming `what`.
+pub fn wait_for_tcp(addr: SocketAddr, what: &str, process: &mut Process) {
+    let deadline = Instant::now() + STARTUP_LIMIT;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Some(status) = process.try_exit() {
+            panic!("{what} exited during startup: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not start listening on {addr}");
+}
+
+/// Waits until the unix socket at `path` accepts a connection.
+pub fn wait_for_unix(path: &Path, what: &str, process: &mut Process) {
+    let deadline = Instant::now() + STARTUP_LIMIT;
+    while Instant::now() < deadline {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return;
+        }
+        if let Some(status) = process.try_exit() {
+            panic!("{what} exited during startup: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not start listening on {}", path.display());
+}
+
+/// A real redis-server with no persistence.
+pub struct RedisServer {
+    pub host: String,
+    pub port: u16,
+    pub unix_socket: Option<PathBuf>,
+    pub process: Process,
+}
+
+fn redis_command() -> Command {
+    let mut cmd = Command::new("redis-server");
+    cmd.args([
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--loglevel",
+        "warning",
+        "--protected-mode",
+        "no",
+    ])
+    .stdout(Stdio::null());
+    cmd
+}
+
+impl RedisServer {
+    /// On 127.0.0.1 and a free port.
+    pub fn start() -> RedisServer {
+        RedisServer::start_on("127.0.0.1", free_port())
+    }
+
+    pub fn start_on(host: &str, port: u16) -> RedisServer {
+        let mut cmd = redis_command();
+        cmd.args(["--bind", host, "--port", &port.to_string()]);
+        let mut process = Process::spawn("redis-server", &mut cmd);
+        let addr: SocketAddr = format!("{host}:{port}").parse().unwrap();
+        wait_for_tcp(addr, "redis-server", &mut process);
+        RedisServer {
+            host: host.to_string(),
+            port,
+            unix_socket: None,
+            process,
+        }
+    }
+
+    /// Listening only on the unix socket `path`.
+    pub fn start_unix(path: &Path) -> RedisServer {
+        let mut cmd = redis_command();
+        cmd.args(["--port", "0", "--unixsocket"])
+            .arg(path)
+            .args(["--unixsocketperm", "700"]);
+        let mut process = Process::spawn("redis-server", &mut cmd);
+        wait_for_unix(path, "redis-server (unix)", &mut process);
+        RedisServer {
+            host: String::new(),
+            port: 0,
+            unix_socket: Some(path.to_path_buf()),
+            process,
+        }
+    }
+
+    /// A direct client, bypassing every proxy.
+    pub fn client(&self) -> RespClient {
+        match &self.unix_socket {
+            Some(path) => RespClient::connect_unix(path),
+            None => RespClient::connect(&format!("{}:{}", self.host, self.port)),
+        }
+    }
+
+    /// Its `servers:` entry with a weight and an optional alias.
+    pub fn server_line(&self, weight: u32, alias: Option<&str>) -> String {
+        let base = match &self.unix_socket {
+            Some(path) => format!("{}:{weight}", path.display()),
+            None => format!("{}:{}:{weight}", self.host, self.port),
+        };
+        match alias {
+            Some(alias) => format!("{base} {alias}"),
+            None => base,
+        }
+    }
+}
+
+/// Path of the walnut binary built for this test run.
+pub fn walnut_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_walnut")
+}
+
+/// A proxy process (walnut or nutcracker) running `config`.
+pub struct ProxyProcess {
+    pub process: Process,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    _dir: TempDir,
+}
+
+impl ProxyProcess {
+    fn start(
+        program: &str,
+        label: &str,
+        config: &str,
+        extra: &[&str],
+        wait_on: &[SocketAddr],
+    ) -> ProxyProcess {
+        let dir = TempDir::new(label);
+        let config_path = dir.file("proxy.yml");
+        let log_path = dir.file("proxy.log");
+        std::fs::write(&config_path, config).expect("write config");
+        let stats_port = free_port().to_string();
+        let mut cmd = Command::new(program);
+        cmd.arg("-c")
+            .arg(&config_path)
+            .args(["-s", &stats_port, "-a", "127.0.0.1", "-v", "6", "-o"])
+            .arg(&log_path)
+            .args(extra)
+            .stdout(Stdio::null());
+        let mut process = Process::spawn(label, &mut cmd);
+        for addr in wait_on {
+            wait_for_tcp(*addr, label, &mut process);
+        }
+        ProxyProcess {
+            process,
+            config_path,
+            log_path,
+            _dir: dir,
+        }
+    }
+
+    /// walnut with `config`, ready once every address in `wait_on` accepts connections.
+    pub fn walnut(config: &str, wait_on: &[SocketAddr]) -> ProxyProcess {
+        ProxyProcess::start(walnut_bin(), "walnut", config, &[], wait_on)
+    }
+
+    /// Debian's nutcracker (twemproxy 0.5.0), the reference implementation.
+    pub fn nutcracker(config: &str, wait_on: &[SocketAddr]) -> ProxyProcess {
+        ProxyProcess::start("nutcracker", "nutcracker", config, &[], wait_on)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+/// A `host:port` socket address on 127.0.0.1.
+pub fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
