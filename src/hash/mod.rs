@@ -3,7 +3,7 @@
 //! Owned by the hash work; see `tests/data/hash-vectors.tsv`.
 //!
 //! twemproxy reads keys through a plain `char *`, which is signed on x86-64, so several
-//! functions see bytes >= 0x80 sign-extended; [`sign_extend`] reproduces that.
+//! functions see bytes >= 0x80 sign-extended; `sign_extend` reproduces that.
 
 mod crc;
 mod fnv;
