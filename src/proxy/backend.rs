@@ -178,7 +178,7 @@ async fn serve(
 
     for (label, frame) in &info.handshake {
         out.extend_from_slice(frame);
-        in_flight.push_back(InFlight::Handshake(*label));
+        in_flight.push_back(InFlight::Handshake(label));
     }
     if let Some(req) = first {
         out.extend_from_slice(&req.frame);
