@@ -400,9 +400,3 @@ mod tests {
         assert!(!ok("EVAL", 3) && ok("EVAL", 4) && ok("EVALSHA", 9));
     }
 }
-
-/// True when `argc` (command name included) fits the command's arity class.
-pub fn arity_ok(spec: &CommandSpec, argc: usize) -> bool {
-    let _ = (spec, argc);
-    todo!()
-}
