@@ -33,14 +33,10 @@ impl ListenError {
         }
     }
 
-    /// walnut's extra explanation, if any.
+    /// walnut's extra explanation, where twemproxy's reason alone would be too vague.
     pub(crate) fn hint(&self) -> Option<String> {
         match self {
-            ListenError::Format => Some(String::from(
-                "expected \"host:port\" or \"/path/to/socket [permissions]\"",
-            )),
-            ListenError::Port => Some(String::from("the port must be 1..65535")),
-            ListenError::Perm => Some(String::from("permissions are octal, at most 0777")),
+            ListenError::Format | ListenError::Port | ListenError::Perm => None,
             ListenError::Invalid(why) => Some(why.clone()),
         }
     }

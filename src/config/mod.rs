@@ -129,10 +129,19 @@ pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
     let bytes = std::fs::read(path)
         .map_err(|e| fail(format!("conf: failed to open configuration '{shown}': {e}")))?;
     let text = String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        let last_line = std::str::from_utf8(valid)
+            .ok()
+            .and_then(|s| s.rsplit('\n').next())
+            .unwrap_or("");
+        let col = last_line.chars().count() + 1;
         fail(format!(
-            "conf: '{shown}' is not valid UTF-8 (invalid byte at offset {at})"
+            "conf: '{shown}' is not valid UTF-8 (invalid byte at line {line}, column {col})"
         ))
     })?;
     parse(&text, &path.to_string_lossy())
 }
+
+#[cfg(test)]
+mod tests;

@@ -173,30 +173,20 @@ impl Settings {
                 self.listen = Some((value.to_string(), addr));
             }
             Directive::Hash => {
-                self.hash = Some(lookup(&HASHES, value).ok_or_else(|| {
-                    let names: Vec<&str> = HASHES.iter().map(|(n, _)| *n).collect();
-                    Problem::with(
-                        "is not a valid hash",
-                        Some(format!("expected one of {}", names.join(", "))),
-                    )
-                })?);
+                self.hash =
+                    Some(lookup(&HASHES, value).ok_or(Problem::new("is not a valid hash"))?);
             }
             Directive::HashTag => {
                 let tag: [u8; 2] = value.as_bytes().try_into().map_err(|_| {
-                    Problem::with(
-                        "is not a valid hash tag string with two characters",
-                        Some(format!("found {} bytes", value.len())),
-                    )
+                    Problem::new("is not a valid hash tag string with two characters")
                 })?;
                 self.hash_tag = Some(tag);
             }
             Directive::Distribution => {
-                self.distribution = Some(lookup(&DISTRIBUTIONS, value).ok_or_else(|| {
-                    Problem::with(
-                        "is not a valid distribution",
-                        Some(String::from("expected one of ketama, modula, random")),
-                    )
-                })?);
+                self.distribution = Some(
+                    lookup(&DISTRIBUTIONS, value)
+                        .ok_or(Problem::new("is not a valid distribution"))?,
+                );
             }
             Directive::Timeout => self.timeout = Some(number(value)?),
             Directive::Backlog => self.backlog = Some(number(value)?),
@@ -213,7 +203,8 @@ impl Settings {
             Directive::RedisAuth => self.redis_auth = Some(value.to_string()),
             Directive::Servers => {
                 self.server_entries += 1;
-                let server = parse_server(value).map_err(|e| Problem::with(e.reason(), e.hint()))?;
+                let server =
+                    parse_server(value).map_err(|e| Problem::with(e.reason(), e.hint()))?;
                 self.servers.push(server);
             }
         }
@@ -246,7 +237,17 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
             continue;
         }
         let Some(directive) = lookup(&DIRECTIVES, &key.text) else {
-            err(format!("conf: pool '{pool}': directive \"{name}\" is unknown"));
+            // Keys are case-sensitive: point at the intended one when only the case differs.
+            let hint = DIRECTIVES
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(&key.text))
+                .map(|(n, _)| {
+                    format!(" (directive names are case-sensitive: did you mean \"{n}\"?)")
+                })
+                .unwrap_or_default();
+            err(format!(
+                "conf: pool '{pool}': directive \"{name}\" is unknown{hint}"
+            ));
             continue;
         };
         let (values, in_seq): (Vec<&Scalar>, bool) = match &entry.value {
@@ -265,9 +266,13 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
             s.seen.push(directive);
             if value.text.is_empty() {
                 if in_seq {
-                    err(format!("conf: pool '{pool}': directive \"{name}\" has an empty entry"));
+                    err(format!(
+                        "conf: pool '{pool}': directive \"{name}\" has an empty entry"
+                    ));
                 } else {
-                    err(format!("conf: pool '{pool}': directive \"{name}\" has no value"));
+                    err(format!(
+                        "conf: pool '{pool}': directive \"{name}\" has no value"
+                    ));
                 }
                 if repeatable {
                     s.server_entries += 1;
@@ -318,9 +323,7 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
             distribution: s.distribution.unwrap_or(defaults::DISTRIBUTION),
             timeout_ms: s.timeout.filter(|&t| t > 0).map(u64::from),
             backlog: s.backlog.unwrap_or(defaults::BACKLOG),
-            client_connections: s
-                .client_connections
-                .unwrap_or(defaults::CLIENT_CONNECTIONS),
+            client_connections: s.client_connections.unwrap_or(defaults::CLIENT_CONNECTIONS),
             redis,
             tcpkeepalive: s.tcpkeepalive.unwrap_or(false),
             reuseport: s.reuseport.unwrap_or(false),
@@ -328,9 +331,7 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
             redis_db: s.redis_db.unwrap_or(defaults::REDIS_DB),
             preconnect: s.preconnect.unwrap_or(false),
             auto_eject_hosts: s.auto_eject_hosts.unwrap_or(false),
-            server_connections: s
-                .server_connections
-                .unwrap_or(defaults::SERVER_CONNECTIONS),
+            server_connections: s.server_connections.unwrap_or(defaults::SERVER_CONNECTIONS),
             server_retry_timeout_ms: s
                 .server_retry_timeout
                 .map_or(defaults::SERVER_RETRY_TIMEOUT_MS, u64::from),

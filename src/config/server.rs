@@ -15,7 +15,9 @@ const KETAMA_PORT: u16 = 11211;
 pub(crate) enum ServerError {
     Format,
     /// A weight that is not a decimal number; `hint` adds walnut's explanation.
-    Weight { hint: Option<String> },
+    Weight {
+        hint: Option<String>,
+    },
     ZeroWeight,
     Port,
 }
@@ -39,15 +41,11 @@ impl ServerError {
         }
     }
 
-    /// walnut's extra explanation, if any.
+    /// walnut's extra explanation, where twemproxy's reason alone would mislead.
     pub(crate) fn hint(&self) -> Option<String> {
         match self {
-            ServerError::Format => Some(String::from(
-                "expected \"host:port:weight [name]\" or \"/path:weight [name]\"",
-            )),
             ServerError::Weight { hint } => hint.clone(),
-            ServerError::ZeroWeight => Some(String::from("the weight must be at least 1")),
-            ServerError::Port => Some(String::from("the port must be 1..65535")),
+            ServerError::Format | ServerError::ZeroWeight | ServerError::Port => None,
         }
     }
 }
@@ -247,8 +245,14 @@ mod tests {
             parse_server("h:1:-1"),
             Err(ServerError::Weight { .. })
         ));
-        assert!(matches!(parse_server("h:1:"), Err(ServerError::Weight { .. })));
-        assert!(matches!(parse_server("h:1:x"), Err(ServerError::Weight { .. })));
+        assert!(matches!(
+            parse_server("h:1:"),
+            Err(ServerError::Weight { .. })
+        ));
+        assert!(matches!(
+            parse_server("h:1:x"),
+            Err(ServerError::Weight { .. })
+        ));
         assert!(matches!(
             parse_server("h:1:2147483648"),
             Err(ServerError::Weight { .. })

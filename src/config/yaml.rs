@@ -272,7 +272,9 @@ impl Walker<'_, '_> {
     fn at_end(&self, i: usize) -> bool {
         matches!(
             self.event(i),
-            None | Some(Event::MappingEnd | Event::SequenceEnd | Event::DocumentEnd | Event::StreamEnd)
+            None | Some(
+                Event::MappingEnd | Event::SequenceEnd | Event::DocumentEnd | Event::StreamEnd
+            )
         )
     }
 
