@@ -263,7 +263,9 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
                 ));
                 continue;
             }
-            s.seen.push(directive);
+            if !s.seen.contains(&directive) {
+                s.seen.push(directive);
+            }
             if value.text.is_empty() {
                 if in_seq {
                     err(format!(
