@@ -6,6 +6,16 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod listen;
+mod num;
+mod pool;
+mod server;
+mod text;
+mod validate;
+mod yaml;
+
+pub use validate::string_compare;
+
 use crate::dist::DistributionKind;
 use crate::hash::HashKind;
 
@@ -94,12 +104,44 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 
 /// Parses and validates a configuration text; `file_name` appears in file-level messages.
 pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
-    let _ = (text, file_name);
-    todo!()
+    let file = text::one_line(file_name);
+    let raw = yaml::read(text, &file).map_err(ConfigErrors)?;
+    let mut errs = Vec::new();
+    let drafts: Vec<pool::PoolDraft> = raw
+        .pools
+        .iter()
+        .map(|p| pool::build(p, &file, &mut errs))
+        .collect();
+    let pools = validate::finish(drafts, &file, &mut errs);
+    if errs.is_empty() {
+        Ok(Config { pools })
+    } else {
+        Err(ConfigErrors(errs))
+    }
 }
 
 /// Reads and parses a configuration file.
+///
+/// The path, as given, names the file in messages.
 pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
-    let _ = path;
-    todo!()
+    let shown = text::one_line(&path.to_string_lossy());
+    let fail = |msg: String| ConfigErrors(vec![ConfigError(msg)]);
+    let bytes = std::fs::read(path)
+        .map_err(|e| fail(format!("conf: failed to open configuration '{shown}': {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        let last_line = std::str::from_utf8(valid)
+            .ok()
+            .and_then(|s| s.rsplit('\n').next())
+            .unwrap_or("");
+        let col = last_line.chars().count() + 1;
+        fail(format!(
+            "conf: '{shown}' is not valid UTF-8 (invalid byte at line {line}, column {col})"
+        ))
+    })?;
+    parse(&text, &path.to_string_lossy())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,357 @@
+//! Pool directives: the table of keys, twemproxy's value parsers, duplicate detection,
+//! defaults (`nc_conf.h`) and the per-pool checks of `conf_validate_pool`.
+
+use super::listen::parse_listen;
+use super::num::{atoi, Atoi, MAX};
+use super::server::parse_server;
+use super::text::{one_line, quoted};
+use super::validate::sort_servers;
+use super::yaml::{RawPool, RawValue, Scalar};
+use super::{ConfigError, ListenAddr, PoolConfig, ServerConfig};
+use crate::dist::DistributionKind;
+use crate::hash::HashKind;
+
+/// Defaults applied to unset directives (`nc_conf.h`).
+pub(crate) mod defaults {
+    use crate::dist::DistributionKind;
+    use crate::hash::HashKind;
+
+    pub const HASH: HashKind = HashKind::Fnv1a64;
+    pub const DISTRIBUTION: DistributionKind = DistributionKind::Ketama;
+    pub const BACKLOG: u32 = 512;
+    pub const CLIENT_CONNECTIONS: u32 = 0;
+    pub const REDIS_DB: u32 = 0;
+    pub const SERVER_CONNECTIONS: u32 = 1;
+    pub const SERVER_RETRY_TIMEOUT_MS: u64 = 30_000;
+    pub const SERVER_FAILURE_LIMIT: u32 = 2;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Directive {
+    Listen,
+    Hash,
+    HashTag,
+    Distribution,
+    Timeout,
+    Backlog,
+    ClientConnections,
+    Redis,
+    TcpKeepalive,
+    Reuseport,
+    RedisAuth,
+    RedisDb,
+    Preconnect,
+    AutoEjectHosts,
+    ServerConnections,
+    ServerRetryTimeout,
+    ServerFailureLimit,
+    Servers,
+}
+
+/// twemproxy's `conf_commands`, plus `reuseport` (added after 0.5.0). Case-sensitive.
+const DIRECTIVES: [(&str, Directive); 18] = [
+    ("listen", Directive::Listen),
+    ("hash", Directive::Hash),
+    ("hash_tag", Directive::HashTag),
+    ("distribution", Directive::Distribution),
+    ("timeout", Directive::Timeout),
+    ("backlog", Directive::Backlog),
+    ("client_connections", Directive::ClientConnections),
+    ("redis", Directive::Redis),
+    ("tcpkeepalive", Directive::TcpKeepalive),
+    ("reuseport", Directive::Reuseport),
+    ("redis_auth", Directive::RedisAuth),
+    ("redis_db", Directive::RedisDb),
+    ("preconnect", Directive::Preconnect),
+    ("auto_eject_hosts", Directive::AutoEjectHosts),
+    ("server_connections", Directive::ServerConnections),
+    ("server_retry_timeout", Directive::ServerRetryTimeout),
+    ("server_failure_limit", Directive::ServerFailureLimit),
+    ("servers", Directive::Servers),
+];
+
+const HASHES: [(&str, HashKind); 12] = [
+    ("one_at_a_time", HashKind::OneAtATime),
+    ("md5", HashKind::Md5),
+    ("crc16", HashKind::Crc16),
+    ("crc32", HashKind::Crc32),
+    ("crc32a", HashKind::Crc32a),
+    ("fnv1_64", HashKind::Fnv1_64),
+    ("fnv1a_64", HashKind::Fnv1a64),
+    ("fnv1_32", HashKind::Fnv1_32),
+    ("fnv1a_32", HashKind::Fnv1a32),
+    ("hsieh", HashKind::Hsieh),
+    ("murmur", HashKind::Murmur),
+    ("jenkins", HashKind::Jenkins),
+];
+
+const DISTRIBUTIONS: [(&str, DistributionKind); 3] = [
+    ("ketama", DistributionKind::Ketama),
+    ("modula", DistributionKind::Modula),
+    ("random", DistributionKind::Random),
+];
+
+fn lookup<T: Copy>(table: &[(&str, T)], name: &str) -> Option<T> {
+    table.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
+}
+
+/// A rejected value: twemproxy's reason, and walnut's optional explanation.
+struct Problem {
+    reason: &'static str,
+    hint: Option<String>,
+}
+
+impl Problem {
+    fn new(reason: &'static str) -> Problem {
+        Problem { reason, hint: None }
+    }
+
+    fn with(reason: &'static str, hint: Option<String>) -> Problem {
+        Problem { reason, hint }
+    }
+}
+
+/// A pool after its directives were applied, before the cross-pool checks.
+pub(crate) struct PoolDraft {
+    pub name: String,
+    /// The listen string, when it parsed.
+    pub listen_text: Option<String>,
+    /// The finished pool, when this pool had no problem of its own.
+    pub config: Option<PoolConfig>,
+}
+
+#[derive(Default)]
+struct Settings {
+    seen: Vec<Directive>,
+    listen: Option<(String, ListenAddr)>,
+    hash: Option<HashKind>,
+    hash_tag: Option<[u8; 2]>,
+    distribution: Option<DistributionKind>,
+    timeout: Option<u32>,
+    backlog: Option<u32>,
+    client_connections: Option<u32>,
+    redis: Option<bool>,
+    tcpkeepalive: Option<bool>,
+    reuseport: Option<bool>,
+    redis_auth: Option<String>,
+    redis_db: Option<u32>,
+    preconnect: Option<bool>,
+    auto_eject_hosts: Option<bool>,
+    server_connections: Option<u32>,
+    server_retry_timeout: Option<u32>,
+    server_failure_limit: Option<u32>,
+    /// Every `servers` entry seen, parsed or not.
+    server_entries: usize,
+    servers: Vec<ServerConfig>,
+}
+
+fn number(value: &str) -> Result<u32, Problem> {
+    match atoi(value) {
+        Atoi::Value(n) => Ok(n),
+        Atoi::NotANumber => Err(Problem::new("is not a number")),
+        Atoi::TooBig => Err(Problem::with(
+            "is not a number",
+            Some(format!("the maximum is {MAX}")),
+        )),
+    }
+}
+
+fn boolean(value: &str) -> Result<bool, Problem> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(Problem::new("is not \"true\" or \"false\"")),
+    }
+}
+
+impl Settings {
+    /// Applies one `key: value` (or one sequence item); duplicates were handled by the caller.
+    fn apply(&mut self, directive: Directive, value: &str) -> Result<(), Problem> {
+        match directive {
+            Directive::Listen => {
+                let addr = parse_listen(value).map_err(|e| Problem::with(e.reason(), e.hint()))?;
+                self.listen = Some((value.to_string(), addr));
+            }
+            Directive::Hash => {
+                self.hash =
+                    Some(lookup(&HASHES, value).ok_or(Problem::new("is not a valid hash"))?);
+            }
+            Directive::HashTag => {
+                let tag: [u8; 2] = value.as_bytes().try_into().map_err(|_| {
+                    Problem::new("is not a valid hash tag string with two characters")
+                })?;
+                self.hash_tag = Some(tag);
+            }
+            Directive::Distribution => {
+                self.distribution = Some(
+                    lookup(&DISTRIBUTIONS, value)
+                        .ok_or(Problem::new("is not a valid distribution"))?,
+                );
+            }
+            Directive::Timeout => self.timeout = Some(number(value)?),
+            Directive::Backlog => self.backlog = Some(number(value)?),
+            Directive::ClientConnections => self.client_connections = Some(number(value)?),
+            Directive::RedisDb => self.redis_db = Some(number(value)?),
+            Directive::ServerConnections => self.server_connections = Some(number(value)?),
+            Directive::ServerRetryTimeout => self.server_retry_timeout = Some(number(value)?),
+            Directive::ServerFailureLimit => self.server_failure_limit = Some(number(value)?),
+            Directive::Redis => self.redis = Some(boolean(value)?),
+            Directive::TcpKeepalive => self.tcpkeepalive = Some(boolean(value)?),
+            Directive::Reuseport => self.reuseport = Some(boolean(value)?),
+            Directive::Preconnect => self.preconnect = Some(boolean(value)?),
+            Directive::AutoEjectHosts => self.auto_eject_hosts = Some(boolean(value)?),
+            Directive::RedisAuth => self.redis_auth = Some(value.to_string()),
+            Directive::Servers => {
+                self.server_entries += 1;
+                let server =
+                    parse_server(value).map_err(|e| Problem::with(e.reason(), e.hint()))?;
+                self.servers.push(server);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies a pool's directives, collecting every problem into `errs`.
+pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> PoolDraft {
+    let before = errs.len();
+    let pool = one_line(&raw.name.text);
+    let mut err = |msg: String| errs.push(ConfigError(msg));
+
+    if raw.name.text.is_empty() {
+        err(format!(
+            "conf: '{file}' has a pool with an empty name {}",
+            at(&raw.name)
+        ));
+    }
+
+    let mut s = Settings::default();
+    for entry in &raw.entries {
+        let key = &entry.key;
+        let name = one_line(&key.text);
+        if key.text.is_empty() {
+            err(format!(
+                "conf: pool '{pool}' has a directive with an empty name {}",
+                at(key)
+            ));
+            continue;
+        }
+        let Some(directive) = lookup(&DIRECTIVES, &key.text) else {
+            // Keys are case-sensitive: point at the intended one when only the case differs.
+            let hint = DIRECTIVES
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(&key.text))
+                .map(|(n, _)| {
+                    format!(" (directive names are case-sensitive: did you mean \"{n}\"?)")
+                })
+                .unwrap_or_default();
+            err(format!(
+                "conf: pool '{pool}': directive \"{name}\" is unknown{hint}"
+            ));
+            continue;
+        };
+        let (values, in_seq): (Vec<&Scalar>, bool) = match &entry.value {
+            RawValue::Scalar(v) => (vec![v], false),
+            RawValue::Seq(items) => (items.iter().collect(), true),
+        };
+        for value in values {
+            let repeatable = directive == Directive::Servers;
+            if !repeatable && s.seen.contains(&directive) {
+                err(format!(
+                    "conf: pool '{pool}': directive \"{name}\" is a duplicate: {}",
+                    quoted(&value.text)
+                ));
+                continue;
+            }
+            if !s.seen.contains(&directive) {
+                s.seen.push(directive);
+            }
+            if value.text.is_empty() {
+                if in_seq {
+                    err(format!(
+                        "conf: pool '{pool}': directive \"{name}\" has an empty entry"
+                    ));
+                } else {
+                    err(format!(
+                        "conf: pool '{pool}': directive \"{name}\" has no value"
+                    ));
+                }
+                if repeatable {
+                    s.server_entries += 1;
+                }
+                continue;
+            }
+            if let Err(p) = s.apply(directive, &value.text) {
+                let hint = p.hint.map(|h| format!(" ({h})")).unwrap_or_default();
+                err(format!(
+                    "conf: pool '{pool}': directive \"{name}\" {}: {}{hint}",
+                    p.reason,
+                    quoted(&value.text)
+                ));
+            }
+        }
+    }
+
+    // conf_validate_pool
+    if !s.seen.contains(&Directive::Listen) {
+        err(format!(
+            "conf: pool '{pool}': directive \"listen:\" is missing"
+        ));
+    }
+    if s.server_connections == Some(0) {
+        err(format!(
+            "conf: pool '{pool}': directive \"server_connections:\" cannot be 0"
+        ));
+    }
+    let redis = s.redis.unwrap_or(false);
+    if s.redis_auth.is_some() && !redis {
+        err(format!(
+            "conf: pool '{pool}': directive \"redis_auth:\" is only valid for a redis pool"
+        ));
+    }
+    if s.server_entries == 0 {
+        err(format!("conf: pool '{pool}' has no servers"));
+    }
+    let servers = sort_servers(std::mem::take(&mut s.servers), &pool, errs);
+
+    let listen_text = s.listen.as_ref().map(|(text, _)| text.clone());
+    let config = match s.listen {
+        Some((listen_text, listen)) if errs.len() == before => Some(PoolConfig {
+            name: raw.name.text.clone(),
+            listen_text,
+            listen,
+            hash: s.hash.unwrap_or(defaults::HASH),
+            hash_tag: s.hash_tag,
+            distribution: s.distribution.unwrap_or(defaults::DISTRIBUTION),
+            timeout_ms: s.timeout.filter(|&t| t > 0).map(u64::from),
+            backlog: s.backlog.unwrap_or(defaults::BACKLOG),
+            client_connections: s.client_connections.unwrap_or(defaults::CLIENT_CONNECTIONS),
+            redis,
+            tcpkeepalive: s.tcpkeepalive.unwrap_or(false),
+            reuseport: s.reuseport.unwrap_or(false),
+            redis_auth: s.redis_auth,
+            redis_db: s.redis_db.unwrap_or(defaults::REDIS_DB),
+            preconnect: s.preconnect.unwrap_or(false),
+            auto_eject_hosts: s.auto_eject_hosts.unwrap_or(false),
+            server_connections: s.server_connections.unwrap_or(defaults::SERVER_CONNECTIONS),
+            server_retry_timeout_ms: s
+                .server_retry_timeout
+                .map_or(defaults::SERVER_RETRY_TIMEOUT_MS, u64::from),
+            server_failure_limit: s
+                .server_failure_limit
+                .unwrap_or(defaults::SERVER_FAILURE_LIMIT),
+            servers,
+        }),
+        _ => None,
+    };
+
+    PoolDraft {
+        name: raw.name.text.clone(),
+        listen_text,
+        config,
+    }
+}
+
+fn at(s: &Scalar) -> String {
+    format!("(line {}, column {})", s.line, s.col)
+}

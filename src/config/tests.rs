@@ -1,0 +1,371 @@
+//! Unit tests of the whole parse: defaults, a realistic file, error collection, ordering.
+
+use super::*;
+
+fn ok(text: &str) -> Config {
+    match parse(text, "t.yml") {
+        Ok(c) => c,
+        Err(e) => panic!("unexpected errors:\n{e}"),
+    }
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match parse(text, "t.yml") {
+        Ok(c) => panic!("unexpectedly accepted: {c:?}"),
+        Err(e) => e.0.into_iter().map(|e| e.0).collect(),
+    }
+}
+
+#[test]
+fn defaults() {
+    let c = ok("alpha:\n  listen: 127.0.0.1:22121\n  servers:\n   - 127.0.0.1:6379:1\n");
+    assert_eq!(c.pools.len(), 1);
+    let p = &c.pools[0];
+    assert_eq!(p.name, "alpha");
+    assert_eq!(p.listen_text, "127.0.0.1:22121");
+    assert_eq!(
+        p.listen,
+        ListenAddr::Tcp {
+            host: "127.0.0.1".into(),
+            port: 22121,
+            addr: "127.0.0.1:22121".parse().unwrap()
+        }
+    );
+    assert_eq!(p.hash, HashKind::Fnv1a64);
+    assert_eq!(p.hash_tag, None);
+    assert_eq!(p.distribution, DistributionKind::Ketama);
+    assert_eq!(p.timeout_ms, None);
+    assert_eq!(p.backlog, 512);
+    assert_eq!(p.client_connections, 0);
+    assert!(!p.redis);
+    assert!(!p.tcpkeepalive);
+    assert!(!p.reuseport);
+    assert_eq!(p.redis_auth, None);
+    assert_eq!(p.redis_db, 0);
+    assert!(!p.preconnect);
+    assert!(!p.auto_eject_hosts);
+    assert_eq!(p.server_connections, 1);
+    assert_eq!(p.server_retry_timeout_ms, 30_000);
+    assert_eq!(p.server_failure_limit, 2);
+    assert_eq!(p.servers.len(), 1);
+    assert_eq!(p.servers[0].name, "127.0.0.1:6379");
+}
+
+#[test]
+fn timeout_zero_means_none() {
+    let c = ok("a:\n  listen: 127.0.0.1:1\n  timeout: 0\n  servers:\n   - h:1:1\n");
+    assert_eq!(c.pools[0].timeout_ms, None);
+    let c = ok("a:\n  listen: 127.0.0.1:1\n  timeout: 400\n  servers:\n   - h:1:1\n");
+    assert_eq!(c.pools[0].timeout_ms, Some(400));
+}
+
+const REALISTIC: &str = r#"# A typical nutcracker.yml
+zeta:
+  listen: 127.0.0.1:22122
+  hash: fnv1a_64
+  hash_tag: "{}"
+  distribution: ketama
+  auto_eject_hosts: true
+  redis: true
+  redis_auth: "s3cret"
+  redis_db: 3
+  server_retry_timeout: 2000
+  server_failure_limit: 1
+  timeout: 400
+  backlog: 1024
+  preconnect: true
+  tcpkeepalive: true
+  reuseport: true
+  client_connections: 100
+  server_connections: 2
+  servers:
+   - 127.0.0.1:6381:1 server10
+   - 127.0.0.1:6380:1 server3
+   - 127.0.0.1:6379:1 server1
+   - /tmp/redis.sock:2
+
+alpha:
+  listen: /tmp/walnut.sock 0666
+  hash: md5
+  distribution: modula
+  servers:
+    - 10.0.0.2:11211:1
+    - 10.0.0.1:11211:1
+    - 10.0.0.1:11212:3
+beta:
+  listen: "127.0.0.1:22123"
+  distribution: random
+  hash: murmur
+  servers:
+  - 127.0.0.1:6379:1
+"#;
+
+#[test]
+fn realistic_multi_pool_config() {
+    let c = ok(REALISTIC);
+    let names: Vec<&str> = c.pools.iter().map(|p| p.name.as_str()).collect();
+    // Length first: "beta" and "zeta" (4) before "alpha" (5).
+    assert_eq!(names, ["beta", "zeta", "alpha"]);
+
+    let zeta = &c.pools[1];
+    assert_eq!(zeta.hash, HashKind::Fnv1a64);
+    assert_eq!(zeta.hash_tag, Some(*b"{}"));
+    assert!(zeta.auto_eject_hosts && zeta.redis && zeta.preconnect);
+    assert!(zeta.tcpkeepalive && zeta.reuseport);
+    assert_eq!(zeta.redis_auth.as_deref(), Some("s3cret"));
+    assert_eq!(zeta.redis_db, 3);
+    assert_eq!(zeta.server_retry_timeout_ms, 2000);
+    assert_eq!(zeta.server_failure_limit, 1);
+    assert_eq!(zeta.timeout_ms, Some(400));
+    assert_eq!(zeta.backlog, 1024);
+    assert_eq!(zeta.client_connections, 100);
+    assert_eq!(zeta.server_connections, 2);
+    let servers: Vec<(&str, &str, u32)> = zeta
+        .servers
+        .iter()
+        .map(|s| (s.name.as_str(), s.pname.as_str(), s.weight))
+        .collect();
+    assert_eq!(
+        servers,
+        [
+            ("server1", "127.0.0.1:6379:1", 1),
+            ("server3", "127.0.0.1:6380:1", 1),
+            ("server10", "127.0.0.1:6381:1", 1),
+            ("/tmp/redis.sock:", "/tmp/redis.sock:2", 2),
+        ]
+    );
+
+    let alpha = &c.pools[2];
+    assert_eq!(
+        alpha.listen,
+        ListenAddr::Unix {
+            path: "/tmp/walnut.sock".into(),
+            perm: Some(0o666)
+        }
+    );
+    assert_eq!(alpha.listen_text, "/tmp/walnut.sock 0666");
+    assert_eq!(alpha.hash, HashKind::Md5);
+    assert_eq!(alpha.distribution, DistributionKind::Modula);
+    let names: Vec<&str> = alpha.servers.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["10.0.0.1", "10.0.0.2", "10.0.0.1:11212"]);
+    assert_eq!(
+        alpha.servers[2].addr,
+        ServerAddr::Tcp {
+            host: "10.0.0.1".into(),
+            port: 11212
+        }
+    );
+
+    let beta = &c.pools[0];
+    assert_eq!(beta.distribution, DistributionKind::Random);
+    assert_eq!(beta.hash, HashKind::Murmur);
+    assert_eq!(beta.listen_text, "127.0.0.1:22123");
+}
+
+#[test]
+fn every_hash_and_distribution_name() {
+    let names = [
+        ("one_at_a_time", HashKind::OneAtATime),
+        ("md5", HashKind::Md5),
+        ("crc16", HashKind::Crc16),
+        ("crc32", HashKind::Crc32),
+        ("crc32a", HashKind::Crc32a),
+        ("fnv1_64", HashKind::Fnv1_64),
+        ("fnv1a_64", HashKind::Fnv1a64),
+        ("fnv1_32", HashKind::Fnv1_32),
+        ("fnv1a_32", HashKind::Fnv1a32),
+        ("hsieh", HashKind::Hsieh),
+        ("murmur", HashKind::Murmur),
+        ("jenkins", HashKind::Jenkins),
+    ];
+    for (name, kind) in names {
+        let c = ok(&format!(
+            "a:\n  listen: 127.0.0.1:1\n  hash: {name}\n  servers:\n   - h:1:1\n"
+        ));
+        assert_eq!(c.pools[0].hash, kind);
+    }
+    for (name, kind) in [
+        ("ketama", DistributionKind::Ketama),
+        ("modula", DistributionKind::Modula),
+        ("random", DistributionKind::Random),
+    ] {
+        let c = ok(&format!(
+            "a:\n  listen: 127.0.0.1:1\n  distribution: {name}\n  servers:\n   - h:1:1\n"
+        ));
+        assert_eq!(c.pools[0].distribution, kind);
+    }
+}
+
+#[test]
+fn every_problem_is_collected() {
+    let text = "\
+alpha:
+  listen: 127.0.0.1:22121
+  hash: sha1
+  distribution: consistent
+  timeout: -1
+  redis: yes
+  redis: no
+  Hash: md5
+  redis_auth: x
+  servers:
+   - 127.0.0.1:6379:0
+   - 127.0.0.1:6379
+   - 127.0.0.1:6380:1
+   - 127.0.0.1:6380:2
+beta:
+  server_connections: 0
+  backlog: 99999999999
+  servers:
+   - 127.0.0.1:6379:1 my name
+gamma:
+  listen: 127.0.0.1:22121
+  servers:
+   - 127.0.0.1:6379:1
+gamma:
+  listen: 127.0.0.1:22122
+  servers:
+   - 127.0.0.1:6379:1
+";
+    assert_eq!(
+        errors(text),
+        [
+            r#"conf: pool 'alpha': directive "hash" is not a valid hash: "sha1""#,
+            r#"conf: pool 'alpha': directive "distribution" is not a valid distribution: "consistent""#,
+            r#"conf: pool 'alpha': directive "timeout" is not a number: "-1""#,
+            r#"conf: pool 'alpha': directive "redis" is not "true" or "false": "yes""#,
+            r#"conf: pool 'alpha': directive "redis" is a duplicate: "no""#,
+            r#"conf: pool 'alpha': directive "Hash" is unknown (directive names are case-sensitive: did you mean "hash"?)"#,
+            r#"conf: pool 'alpha': directive "servers" has a zero weight in "hostname:port:weight [name]" format string: "127.0.0.1:6379:0""#,
+            r#"conf: pool 'alpha': directive "servers" has an invalid "hostname:port:weight [name]"or "/path/unix_socket:weight [name]" format string: "127.0.0.1:6379""#,
+            r#"conf: pool 'alpha': directive "redis_auth:" is only valid for a redis pool"#,
+            r#"conf: pool 'alpha' has servers with same name '127.0.0.1:6380'"#,
+            r#"conf: pool 'beta': directive "backlog" is not a number: "99999999999" (the maximum is 2147483647)"#,
+            r#"conf: pool 'beta': directive "servers" has an invalid weight in "hostname:port:weight [name]" format string: "127.0.0.1:6379:1 my name" (the name is taken after the last space; names cannot contain spaces)"#,
+            r#"conf: pool 'beta': directive "listen:" is missing"#,
+            r#"conf: pool 'beta': directive "server_connections:" cannot be 0"#,
+            r#"conf: pools 'alpha' and 'gamma' have the same listen address '127.0.0.1:22121'"#,
+            r#"conf: 't.yml' has pools with same name 'gamma'"#,
+        ]
+    );
+}
+
+#[test]
+fn structure_problems_are_collected_across_pools() {
+    let text = "\
+a:
+  listen: 127.0.0.1:1
+b: scalar
+c:
+  - x
+d:
+  listen: 127.0.0.1:2
+  deep:
+    x: y
+  servers:
+    - h:1:1
+    - k: v
+";
+    assert_eq!(
+        errors(text),
+        [
+            r#"conf: 't.yml' missing sequence directive at depth 2: pool 'a' has no "servers:" block sequence (line 1, column 1)"#,
+            r#"conf: 't.yml' has invalid mapping "key:" at depth 1: pool 'b' must be a mapping of directives, not a scalar (line 3, column 4)"#,
+            r#"conf: 't.yml' has sequence at depth 1 instead of 2: pool 'c' must be a mapping of directives, not a sequence (line 5, column 3)"#,
+            r#"conf: 't.yml' has a depth greater than 2: directive "deep" of pool 'd' must be a scalar or a block sequence of scalars, not a mapping (line 9, column 5)"#,
+            r#"conf: 't.yml' has a depth greater than 2: directive "servers" of pool 'd' has a mapping as an entry (line 12, column 7)"#,
+        ]
+    );
+}
+
+#[test]
+fn token_problems() {
+    assert_eq!(
+        errors("%YAML 1.1\n---\na: {x: y}\n...\n"),
+        [
+            "conf: 't.yml' version directive token (3) is disallowed (line 1, column 1)",
+            "conf: 't.yml' document start token (5) is disallowed (line 2, column 1)",
+            "conf: 't.yml' flow mapping start token (12) is disallowed (line 3, column 4)",
+            "conf: 't.yml' document end token (6) is disallowed (line 4, column 1)",
+        ]
+    );
+    assert_eq!(
+        errors("a:\n  listen: !!str 127.0.0.1:1\n  w: &y v\n  x: *y\n"),
+        [
+            "conf: 't.yml' tag token (20) is disallowed (line 2, column 11)",
+            "conf: 't.yml' anchor token (19) is disallowed (line 3, column 6)",
+            "conf: 't.yml' alias token (18) is disallowed (line 4, column 6)",
+        ]
+    );
+    // Only the outermost flow collection is reported.
+    assert_eq!(
+        errors("a: [1, [2, {b: c}]]\n"),
+        ["conf: 't.yml' flow sequence start token (10) is disallowed (line 1, column 4)"]
+    );
+}
+
+#[test]
+fn yaml_syntax_error_has_a_position() {
+    let e = errors("a:\n  b: \"unterminated\n");
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("conf: 't.yml' is not valid YAML: "),
+        "{e:?}"
+    );
+    assert!(e[0].contains("(line "), "{e:?}");
+}
+
+#[test]
+fn empty_scalars_are_named() {
+    assert_eq!(
+        errors(
+            "a:\n  listen: 127.0.0.1:1\n  hash: \"\"\n  \"\": x\n  servers:\n   -\n   - h:1:1\n"
+        ),
+        [
+            r#"conf: pool 'a': directive "hash" has no value"#,
+            "conf: pool 'a' has a directive with an empty name (line 4, column 3)",
+            r#"conf: pool 'a': directive "servers" has an empty entry"#,
+        ]
+    );
+    assert_eq!(
+        errors("\"\":\n  listen: 127.0.0.1:1\n  servers:\n   - h:1:1\n"),
+        ["conf: 't.yml' has a pool with an empty name (line 1, column 1)"]
+    );
+}
+
+#[test]
+fn twemproxy_quirks_are_kept() {
+    // The one block sequence may sit under any directive: each item is applied in turn,
+    // and `servers` may then be a single scalar.
+    let c = ok("a:\n  listen: 127.0.0.1:1\n  servers: h:1:1\n  hash:\n   - md5\n");
+    assert_eq!(c.pools[0].hash, HashKind::Md5);
+    assert_eq!(c.pools[0].servers[0].name, "h:1");
+    // ... so a second item is a duplicate, and no servers at all is reported.
+    assert_eq!(
+        errors("a:\n  listen:\n   - 127.0.0.1:1\n   - 127.0.0.1:2\n"),
+        [
+            r#"conf: pool 'a': directive "listen" is a duplicate: "127.0.0.1:2""#,
+            "conf: pool 'a' has no servers",
+        ]
+    );
+    // Values are raw strings: no YAML type resolution.
+    assert_eq!(
+        errors("a:\n  listen: 127.0.0.1:1\n  hash: ~\n  servers:\n   - h:1:1\n"),
+        [r#"conf: pool 'a': directive "hash" is not a valid hash: "~""#]
+    );
+    // A two-byte UTF-8 character is a valid hash tag (twemproxy counts bytes).
+    let c = ok("a:\n  listen: 127.0.0.1:1\n  hash_tag: \"\u{e9}\"\n  servers:\n   - h:1:1\n");
+    assert_eq!(c.pools[0].hash_tag, Some([0xc3, 0xa9]));
+    // Listen strings are compared as written.
+    ok("a:\n  listen: 127.0.0.1:1\n  servers:\n   - h:1:1\nb:\n  listen: localhost:1\n  servers:\n   - h:1:1\n");
+}
+
+#[test]
+fn messages_are_single_lines() {
+    let e =
+        errors("a:\n  listen: 127.0.0.1:1\n  hash: |\n    md5\n    x\n  servers:\n   - h:1:1\n");
+    assert_eq!(
+        e,
+        [r#"conf: pool 'a': directive "hash" is not a valid hash: "md5\nx\n""#]
+    );
+}
