@@ -53,6 +53,8 @@ struct Session {
     front_seq: u64,
     reply_tx: mpsc::UnboundedSender<ClientReply>,
     authenticated: bool,
+    /// Set by `CLIENT SETNAME`, returned by `CLIENT GETNAME`.
+    client_name: Option<Bytes>,
     closing: Option<Closing>,
 }
 
@@ -68,6 +70,7 @@ pub async fn serve_redis_client(mut stream: Stream, pool: Arc<Pool>, id: u64) {
         front_seq: 0,
         reply_tx,
         authenticated: !needs_auth,
+        client_name: None,
         closing: None,
     };
     let (mut reader, mut writer) = stream.split();
@@ -163,27 +166,34 @@ impl Session {
                 let server = snapshot.router.server_for_key(key);
                 self.forward(snapshot, server, request.frame().clone());
             }
-            Dispatch::ForwardSameServer { first, step, end } => {
-                let mut target = None;
-                let mut same = true;
-                for key in request
-                    .args()
-                    .skip(first)
-                    .step_by(step)
-                    .take(end.saturating_sub(first).div_ceil(step))
-                {
-                    let server = snapshot.router.server_for_key(key);
-                    match target {
-                        None => target = Some(server),
-                        Some(t) if t != server => same = false,
-                        Some(_) => {}
-                    }
-                }
-                if same {
-                    self.forward(snapshot, target.flatten(), request.frame().clone());
+            Dispatch::ForwardSameServer { keys } => {
+                let mut servers = keys.positions().map(|i| {
+                    snapshot
+                        .router
+                        .server_for_key(request.arg(i).unwrap_or_default())
+                });
+                let target = servers.next().flatten();
+                if servers.all(|s| s == target) {
+                    self.forward(snapshot, target, request.frame().clone());
                 } else {
                     self.push_ready(Bytes::from(dispatch::error_reply(dispatch::CROSS_SERVER)));
                 }
+            }
+            Dispatch::Split { .. } => {
+                self.push_ready(Bytes::from(dispatch::error_reply(
+                    "splitting is not implemented yet",
+                )));
+            }
+            Dispatch::SetClientName { name } => {
+                self.client_name = Some(Bytes::copy_from_slice(name));
+                self.push_ready(Bytes::from_static(dispatch::OK));
+            }
+            Dispatch::GetClientName => {
+                let reply = match &self.client_name {
+                    Some(name) => dispatch::bulk(name),
+                    None => b"$-1\r\n".to_vec(),
+                };
+                self.push_ready(Bytes::from(reply));
             }
         }
     }

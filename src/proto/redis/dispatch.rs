@@ -9,22 +9,80 @@ use super::request::Request;
 /// The key twemproxy routes key-less forwarded commands (`COMMAND`, `LOLWUT`) by.
 pub const PLACEHOLDER_KEY: &[u8] = b"placeholder";
 
+/// Argument positions of keys: `first, first + step, …` below `end` (empty when `first >= end`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyRange {
+    pub first: usize,
+    pub step: usize,
+    pub end: usize,
+}
+
+impl KeyRange {
+    pub const EMPTY: KeyRange = KeyRange {
+        first: 0,
+        step: 1,
+        end: 0,
+    };
+
+    /// Positions `first..end` by `step`.
+    pub fn new(first: usize, step: usize, end: usize) -> KeyRange {
+        KeyRange {
+            first,
+            step: step.max(1),
+            end,
+        }
+    }
+
+    pub fn positions(self) -> impl Iterator<Item = usize> {
+        (self.first..self.end).step_by(self.step.max(1))
+    }
+}
+
+/// The keys of a multi-key command: up to two ranges (e.g. `ZUNIONSTORE dest numkeys k…`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyRanges(pub [KeyRange; 2]);
+
+impl KeyRanges {
+    pub fn one(range: KeyRange) -> KeyRanges {
+        KeyRanges([range, KeyRange::EMPTY])
+    }
+
+    pub fn positions(self) -> impl Iterator<Item = usize> {
+        self.0[0].positions().chain(self.0[1].positions())
+    }
+}
+
+/// The multi-key commands walnut splits per server and merges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitKind {
+    /// Values in request order.
+    Mget,
+    /// The sum of the parts' integers.
+    Del,
+    Unlink,
+    Touch,
+    Exists,
+    /// `+OK` only when every part is OK; keys at odd positions, values after them.
+    Mset,
+}
+
 /// What to do with one request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Dispatch<'a> {
     /// Forward the request, byte for byte, to the server that owns `key`.
     Forward { key: &'a [u8] },
-    /// A multi-key request that is forwarded whole: every key must map to one server.
-    /// Keys are the arguments `first, first + step, …` up to `end` (exclusive).
-    ForwardSameServer {
-        first: usize,
-        step: usize,
-        end: usize,
-    },
+    /// A multi-key request forwarded whole: every key must map to one server.
+    ForwardSameServer { keys: KeyRanges },
+    /// Split per server, send the parts in parallel, merge the replies.
+    Split { kind: SplitKind },
     /// Answer locally with these bytes.
     Reply(Vec<u8>),
     /// `AUTH <password>`, checked against the pool's `redis_auth`.
     Auth { password: &'a [u8] },
+    /// `CLIENT SETNAME <name>`: remembered by the session, answered `+OK`.
+    SetClientName { name: &'a [u8] },
+    /// `CLIENT GETNAME`: the remembered name, or a null bulk.
+    GetClientName,
     /// `QUIT`: write pending replies, then close.
     Quit,
 }
@@ -51,7 +109,8 @@ fn quoted_name(name: &[u8]) -> String {
     String::from_utf8_lossy(shown).into_owned()
 }
 
-fn bulk(data: &[u8]) -> Vec<u8> {
+/// `$len\r\ndata\r\n`.
+pub fn bulk(data: &[u8]) -> Vec<u8> {
     let mut out = format!("${}\r\n", data.len()).into_bytes();
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
@@ -109,14 +168,10 @@ pub fn dispatch(req: &Request) -> Dispatch<'_> {
             key: PLACEHOLDER_KEY,
         },
         Arity::Argx if argc > 2 => Dispatch::ForwardSameServer {
-            first: 1,
-            step: 1,
-            end: argc,
+            keys: KeyRanges::one(KeyRange::new(1, 1, argc)),
         },
         Arity::Argkvx if argc > 3 => Dispatch::ForwardSameServer {
-            first: 1,
-            step: 2,
-            end: argc,
+            keys: KeyRanges::one(KeyRange::new(1, 2, argc)),
         },
         Arity::Argeval => {
             let numkeys = req.arg(2).and_then(all_digits);
@@ -128,9 +183,7 @@ pub fn dispatch(req: &Request) -> Dispatch<'_> {
                         }
                     } else {
                         Dispatch::ForwardSameServer {
-                            first: 3,
-                            step: 1,
-                            end: 3 + n,
+                            keys: KeyRanges::one(KeyRange::new(3, 1, 3 + n)),
                         }
                     }
                 }
