@@ -289,33 +289,30 @@ fn unix_socket_listener_gets_its_permissions_and_unix_backends_work() {
 }
 
 #[test]
-fn multi_key_requests_on_one_server_are_forwarded_and_across_servers_refused() {
+fn multi_key_scripts_run_when_their_keys_share_a_server_and_are_refused_otherwise() {
     let backends = [RedisServer::start(), RedisServer::start()];
     let (_walnut, mut client, _) =
         start_walnut(&backends.iter().collect::<Vec<_>>(), "  hash_tag: \"{}\"\n");
+    let script = "return redis.call('MGET', KEYS[1], KEYS[2])";
     assert_eq!(
         client.cmd_str(&["MSET", "{u1}:a", "1", "{u1}:b", "2"]),
         ok()
     );
     assert_eq!(
-        client.cmd_str(&["MGET", "{u1}:a", "{u1}:b"]),
+        client.cmd_str(&["EVAL", script, "2", "{u1}:a", "{u1}:b"]),
         Value::Array(vec![Value::bulk("1"), Value::bulk("2")])
     );
-    // Find two keys on different servers.
-    let mut far = None;
-    for i in 0..100 {
-        let key = format!("other{i}");
-        client.cmd_str(&["SET", &key, "x"]);
-        let on_first = backends[0].client().cmd_str(&["EXISTS", &key]) == Value::Int(1);
-        let tagged_on_first = backends[0].client().cmd_str(&["EXISTS", "{u1}:a"]) == Value::Int(1);
-        if on_first != tagged_on_first {
-            far = Some(key);
-            break;
-        }
-    }
-    let far = far.expect("some key lands on the other server");
+    // Find a key on the other server than {u1}.
+    let u1_on_first = backends[0].client().cmd_str(&["EXISTS", "{u1}:a"]) == Value::Int(1);
+    let far = (0..200)
+        .map(|i| format!("other{i}"))
+        .find(|key| {
+            client.cmd_str(&["SET", key, "x"]);
+            (backends[0].client().cmd_str(&["EXISTS", key]) == Value::Int(1)) != u1_on_first
+        })
+        .expect("some key lands on the other server");
     assert_eq!(
-        client.cmd_str(&["MGET", "{u1}:a", &far]),
+        client.cmd_str(&["EVAL", script, "2", "{u1}:a", &far]),
         err("ERR keys in request don't hash to the same server")
     );
     assert_eq!(client.cmd_str(&["GET", "{u1}:a"]), Value::bulk("1"));

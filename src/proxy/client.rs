@@ -19,6 +19,7 @@ use super::pool::{Pool, PoolSnapshot};
 use super::stream::Stream;
 use crate::proto::redis::dispatch::{self, Dispatch};
 use crate::proto::redis::request::{Limits, Request, RequestDecoder};
+use crate::proto::redis::split::{self, Merge};
 
 /// Requests in flight per client before walnut stops reading from it.
 const MAX_PENDING_REQUESTS: usize = 4096;
@@ -30,6 +31,8 @@ const READ_CHUNK: usize = 16 * 1024;
 #[derive(Debug)]
 enum Slot {
     Waiting,
+    /// A split request waiting for some of its parts.
+    Split(Box<Merge>),
     Ready(Bytes),
 }
 
@@ -167,11 +170,12 @@ impl Session {
                 self.forward(snapshot, server, request.frame().clone());
             }
             Dispatch::ForwardSameServer { keys } => {
-                let mut servers = keys.positions().map(|i| {
-                    snapshot
-                        .router
-                        .server_for_key(request.arg(i).unwrap_or_default())
-                });
+                // One walk over the arguments: `Request::arg(i)` walks from the start for i >= 3.
+                let mut servers = request
+                    .args()
+                    .enumerate()
+                    .filter(|&(i, _)| is_key_position(keys, i))
+                    .map(|(_, key)| snapshot.router.server_for_key(key));
                 let target = servers.next().flatten();
                 if servers.all(|s| s == target) {
                     self.forward(snapshot, target, request.frame().clone());
@@ -179,11 +183,7 @@ impl Session {
                     self.push_ready(Bytes::from(dispatch::error_reply(dispatch::CROSS_SERVER)));
                 }
             }
-            Dispatch::Split { .. } => {
-                self.push_ready(Bytes::from(dispatch::error_reply(
-                    "splitting is not implemented yet",
-                )));
-            }
+            Dispatch::Split { kind } => self.split(snapshot, kind, &request),
             Dispatch::SetClientName { name } => {
                 self.client_name = Some(Bytes::copy_from_slice(name));
                 self.push_ready(Bytes::from_static(dispatch::OK));
@@ -204,7 +204,7 @@ impl Session {
             self.push_ready(error_bytes(&BackendError::ConnectionRefused));
             return;
         };
-        let seq = self.front_seq + self.slots.len() as u64;
+        let seq = self.next_seq();
         let request = BackendRequest {
             frame,
             reply_to: ReplyTo {
@@ -219,6 +219,58 @@ impl Session {
         }
     }
 
+    /// Sends one part per server and reserves a slot that merges their replies. A request
+    /// whose keys all live on one server is forwarded unchanged: the reply is the same.
+    fn split(&mut self, snapshot: &PoolSnapshot, kind: dispatch::SplitKind, request: &Request) {
+        let plan = match split::plan(kind, request, |key| snapshot.router.server_for_key(key)) {
+            Ok(plan) => plan,
+            Err(split::NoServer) => {
+                self.push_ready(error_bytes(&BackendError::ConnectionRefused));
+                return;
+            }
+        };
+        if let [only] = plan.parts.as_slice() {
+            self.forward(snapshot, Some(only.server), request.frame().clone());
+            return;
+        }
+        let seq = self.next_seq();
+        let mut merge = plan.merge;
+        for (index, part) in plan.parts.into_iter().enumerate() {
+            let reply_to = ReplyTo {
+                tx: self.reply_tx.clone(),
+                seq,
+                part: index as u32,
+            };
+            let sent = snapshot
+                .servers
+                .get(part.server)
+                .map(|server| {
+                    server
+                        .connection_for(self.id)
+                        .send(BackendRequest {
+                            frame: part.frame,
+                            reply_to,
+                        })
+                        .is_ok()
+                })
+                .unwrap_or(false);
+            if !sent {
+                merge.accept(index, Err(BackendError::ConnectionRefused.to_string()));
+            }
+        }
+        if merge.is_complete() {
+            let reply = merge.finish();
+            self.push_ready(reply);
+        } else {
+            self.slots.push_back(Slot::Split(Box::new(merge)));
+        }
+    }
+
+    /// The sequence number the next slot will get.
+    fn next_seq(&self) -> u64 {
+        self.front_seq + self.slots.len() as u64
+    }
+
     fn push_ready(&mut self, reply: Bytes) {
         self.slots.push_back(Slot::Ready(reply));
     }
@@ -230,10 +282,21 @@ impl Session {
         let Some(slot) = self.slots.get_mut(index as usize) else {
             return;
         };
-        *slot = Slot::Ready(match reply.result {
-            Ok(frame) => frame,
-            Err(err) => error_bytes(&err),
-        });
+        match slot {
+            Slot::Waiting => {
+                *slot = Slot::Ready(match reply.result {
+                    Ok(frame) => frame,
+                    Err(err) => error_bytes(&err),
+                });
+            }
+            Slot::Split(merge) => {
+                if merge.accept(reply.part as usize, reply.result.map_err(|e| e.to_string())) {
+                    *slot = Slot::Ready(merge.finish());
+                }
+            }
+            // A reply for a slot that already has one: never overwrite it.
+            Slot::Ready(_) => {}
+        }
     }
 
     /// Moves the ready replies at the front of the order into the output buffer.
@@ -245,6 +308,13 @@ impl Session {
             self.front_seq += 1;
         }
     }
+}
+
+/// True when argument `i` is one of the key positions in `keys`.
+fn is_key_position(keys: dispatch::KeyRanges, i: usize) -> bool {
+    keys.0
+        .iter()
+        .any(|r| i >= r.first && i < r.end && (i - r.first) % r.step.max(1) == 0)
 }
 
 fn error_bytes(err: &BackendError) -> Bytes {

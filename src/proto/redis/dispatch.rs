@@ -167,11 +167,25 @@ pub fn dispatch(req: &Request) -> Dispatch<'_> {
         Arity::Argz | Arity::Nokey => Dispatch::Forward {
             key: PLACEHOLDER_KEY,
         },
-        Arity::Argx if argc > 2 => Dispatch::ForwardSameServer {
-            keys: KeyRanges::one(KeyRange::new(1, 1, argc)),
+        Arity::Argx if argc > 2 => match spec.name {
+            "MGET" => Dispatch::Split {
+                kind: SplitKind::Mget,
+            },
+            "DEL" => Dispatch::Split {
+                kind: SplitKind::Del,
+            },
+            "UNLINK" => Dispatch::Split {
+                kind: SplitKind::Unlink,
+            },
+            _ => Dispatch::Split {
+                kind: SplitKind::Touch,
+            },
         },
-        Arity::Argkvx if argc > 3 => Dispatch::ForwardSameServer {
-            keys: KeyRanges::one(KeyRange::new(1, 2, argc)),
+        Arity::Argkvx if argc > 3 => Dispatch::Split {
+            kind: SplitKind::Mset,
+        },
+        Arity::Argn if spec.name == "EXISTS" && argc > 2 => Dispatch::Split {
+            kind: SplitKind::Exists,
         },
         Arity::Argeval => {
             let numkeys = req.arg(2).and_then(all_digits);

@@ -3,3 +3,4 @@ pub mod command;
 pub mod dispatch;
 pub mod reply;
 pub mod request;
+pub mod split;
