@@ -88,8 +88,23 @@ pub struct PoolConfig {
     pub server_connections: u32,
     pub server_retry_timeout_ms: u64,
     pub server_failure_limit: u32,
+    /// walnut: what an ejected server's keys do (twemproxy: they move, `Rehash`).
+    pub eject_policy: EjectPolicy,
+    /// walnut: probe an ejected server (PING / `version`) before it rejoins; `false` re-adds it
+    /// blindly after `server_retry_timeout`, as twemproxy does.
+    pub health_probe: bool,
     /// Sorted by name, length first (twemproxy's `string_compare`).
     pub servers: Vec<ServerConfig>,
+}
+
+/// What happens to the keys of an ejected server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EjectPolicy {
+    /// twemproxy's behaviour: the continuum is rebuilt without the server; its keys move.
+    #[default]
+    Rehash,
+    /// Keys never move: requests for the ejected server fail until it is back.
+    FailFast,
 }
 
 /// One problem found in a configuration file.

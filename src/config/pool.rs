@@ -7,7 +7,7 @@ use super::server::parse_server;
 use super::text::{one_line, quoted};
 use super::validate::sort_servers;
 use super::yaml::{RawPool, RawValue, Scalar};
-use super::{ConfigError, ListenAddr, PoolConfig, ServerConfig};
+use super::{ConfigError, EjectPolicy, ListenAddr, PoolConfig, ServerConfig};
 use crate::dist::DistributionKind;
 use crate::hash::HashKind;
 
@@ -45,11 +45,14 @@ enum Directive {
     ServerConnections,
     ServerRetryTimeout,
     ServerFailureLimit,
+    EjectPolicy,
+    HealthProbe,
     Servers,
 }
 
-/// twemproxy's `conf_commands`, plus `reuseport` (added after 0.5.0). Case-sensitive.
-const DIRECTIVES: [(&str, Directive); 18] = [
+/// twemproxy's `conf_commands`, plus `reuseport` (added after 0.5.0), plus walnut's own
+/// `eject_policy` and `health_probe`. Case-sensitive.
+const DIRECTIVES: [(&str, Directive); 20] = [
     ("listen", Directive::Listen),
     ("hash", Directive::Hash),
     ("hash_tag", Directive::HashTag),
@@ -67,6 +70,8 @@ const DIRECTIVES: [(&str, Directive); 18] = [
     ("server_connections", Directive::ServerConnections),
     ("server_retry_timeout", Directive::ServerRetryTimeout),
     ("server_failure_limit", Directive::ServerFailureLimit),
+    ("eject_policy", Directive::EjectPolicy),
+    ("health_probe", Directive::HealthProbe),
     ("servers", Directive::Servers),
 ];
 
@@ -140,6 +145,8 @@ struct Settings {
     server_connections: Option<u32>,
     server_retry_timeout: Option<u32>,
     server_failure_limit: Option<u32>,
+    eject_policy: Option<EjectPolicy>,
+    health_probe: Option<bool>,
     /// Every `servers` entry seen, parsed or not.
     server_entries: usize,
     servers: Vec<ServerConfig>,
@@ -200,6 +207,14 @@ impl Settings {
             Directive::Reuseport => self.reuseport = Some(boolean(value)?),
             Directive::Preconnect => self.preconnect = Some(boolean(value)?),
             Directive::AutoEjectHosts => self.auto_eject_hosts = Some(boolean(value)?),
+            Directive::HealthProbe => self.health_probe = Some(boolean(value)?),
+            Directive::EjectPolicy => {
+                self.eject_policy = Some(match value {
+                    "rehash" => EjectPolicy::Rehash,
+                    "fail_fast" => EjectPolicy::FailFast,
+                    _ => return Err(Problem::new("is not \"rehash\" or \"fail_fast\"")),
+                });
+            }
             Directive::RedisAuth => self.redis_auth = Some(value.to_string()),
             Directive::Servers => {
                 self.server_entries += 1;
@@ -340,6 +355,8 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
             server_failure_limit: s
                 .server_failure_limit
                 .unwrap_or(defaults::SERVER_FAILURE_LIMIT),
+            eject_policy: s.eject_policy.unwrap_or_default(),
+            health_probe: s.health_probe.unwrap_or(true),
             servers,
         }),
         _ => None,

@@ -2,19 +2,26 @@
 //! clients onto it and hands each reply back to the client that asked, strictly FIFO.
 //!
 //! The connection is made lazily, on the first request (or at start with `preconnect`), and
-//! again after any failure; the hostname is resolved on every connect. A failure fails every
-//! request already taken from the queue; requests still queued wait for the next connection.
+//! again after any failure; the hostname is resolved on every connect. Frames are written
+//! zero-copy with vectored writes, so the task always knows which requests were sent. When the
+//! connection fails, requests already sent fail (a late reply could cross), and requests not
+//! yet sent are retried on a fresh connection. A request's `timeout` runs from the moment it
+//! was queued until its reply arrives.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::io::IoSlice;
+use std::sync::{Arc, Weak};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::error::BackendError;
+use super::health::{ProbeKind, ServerHealth};
+use super::pool::Pool;
 use super::stream::Stream;
 use crate::config::ServerAddr;
 use crate::proto::redis::reply::{ReplyDecoder, ReplyKind};
@@ -22,8 +29,8 @@ use crate::proto::redis::reply::{ReplyDecoder, ReplyKind};
 /// Requests taken off the queue and not yet answered, per connection; beyond this the
 /// connection stops taking more, and the queue holds them.
 const MAX_IN_FLIGHT: usize = 16 * 1024;
-/// Bytes gathered before a write is forced even if more requests are queued.
-const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// Frames handed to one vectored write.
+const MAX_IOVECS: usize = 64;
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Where a reply goes: the client's reply channel and the request's place in its order.
@@ -48,11 +55,17 @@ pub struct ClientReply {
 pub struct BackendRequest {
     pub frame: Bytes,
     pub reply_to: ReplyTo,
+    /// When the request times out (queued time + the pool's `timeout`), if it can.
+    pub deadline: Option<Instant>,
 }
 
 impl BackendRequest {
     fn fail(self, err: BackendError) {
         self.reply_to.deliver(Err(err));
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| d <= now)
     }
 }
 
@@ -78,11 +91,27 @@ pub struct ServerInfo {
     pub addr: ServerAddr,
     /// Commands sent first on every new connection (AUTH, then SELECT), replies swallowed.
     pub handshake: Vec<(&'static str, Bytes)>,
+    pub probe: ProbeKind,
+    pub health: ServerHealth,
+    /// The pool, told about failures so it can eject the server.
+    pub pool: Weak<Pool>,
+}
+
+impl ServerInfo {
+    fn report_failure(&self, err: &BackendError) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.server_failed(self, err);
+        }
+    }
 }
 
 /// An entry of the in-flight queue: a client waiting, or a handshake reply to swallow.
 enum InFlight {
-    Client(ReplyTo),
+    Client {
+        reply_to: ReplyTo,
+        deadline: Option<Instant>,
+        frame: Bytes,
+    },
     Handshake(&'static str),
 }
 
@@ -96,7 +125,8 @@ pub fn spawn_connection(
     tx
 }
 
-async fn connect(addr: &ServerAddr) -> Result<Stream, BackendError> {
+/// Connects to `addr`, resolving a hostname afresh.
+pub async fn connect(addr: &ServerAddr) -> Result<Stream, BackendError> {
     match addr {
         ServerAddr::Tcp { host, port } => {
             let addrs = match tokio::net::lookup_host((host.as_str(), *port)).await {
@@ -119,46 +149,152 @@ async fn connect(addr: &ServerAddr) -> Result<Stream, BackendError> {
     }
 }
 
+/// Fails every request waiting to be sent: in `retry` and in the queue.
+fn fail_waiting(
+    retry: &mut VecDeque<BackendRequest>,
+    queue: &mut mpsc::UnboundedReceiver<BackendRequest>,
+    err: &BackendError,
+) {
+    for req in retry.drain(..) {
+        req.fail(err.clone());
+    }
+    while let Ok(req) = queue.try_recv() {
+        req.fail(err.clone());
+    }
+}
+
 async fn connection_loop(
     info: Arc<ServerInfo>,
     mut queue: mpsc::UnboundedReceiver<BackendRequest>,
     preconnect: bool,
 ) {
-    let mut first = None;
-    if !preconnect {
-        first = match queue.recv().await {
-            Some(req) => Some(req),
-            None => return,
-        };
-    }
+    // Requests that must go out before anything else in the queue: never sent yet.
+    let mut retry: VecDeque<BackendRequest> = VecDeque::new();
+    let mut eager = preconnect;
     loop {
-        match connect(&info.addr).await {
-            Ok(stream) => {
-                let err = serve(stream, &info, &mut queue, first.take()).await;
-                match err {
-                    None => return,
-                    Some(err) => {
-                        debug!(pool = %info.pool_name, server = %info.name, "server connection closed: {err}")
-                    }
-                }
-            }
-            Err(err) => {
-                if first.is_none() && preconnect {
-                    warn!("connect to server '{}' failed, ignored: {err}", info.pname);
-                }
-                // Everything queued while connecting was meant for this connection: fail it.
-                if let Some(req) = first.take() {
-                    req.fail(err.clone());
-                }
-                while let Ok(req) = queue.try_recv() {
-                    req.fail(err.clone());
-                }
+        if retry.is_empty() && !eager {
+            match queue.recv().await {
+                Some(req) => retry.push_back(req),
+                None => return,
             }
         }
-        first = match queue.recv().await {
-            Some(req) => Some(req),
-            None => return,
+        let now = Instant::now();
+        while retry.front().is_some_and(|r| r.expired(now)) {
+            if let Some(req) = retry.pop_front() {
+                req.fail(BackendError::TimedOut);
+            }
+        }
+        if retry.is_empty() && !eager {
+            continue;
+        }
+        // Connecting counts against the first request's timeout.
+        let connected = match retry.front().and_then(|r| r.deadline) {
+            Some(deadline) => tokio::time::timeout_at(deadline, connect(&info.addr))
+                .await
+                .unwrap_or(Err(BackendError::TimedOut)),
+            None => connect(&info.addr).await,
         };
+        match connected {
+            Ok(stream) => match serve(stream, &info, &mut queue, &mut retry).await {
+                None => return,
+                Some(err) => {
+                    debug!(pool = %info.pool_name, server = %info.name, "server connection closed: {err}");
+                    info.report_failure(&err);
+                }
+            },
+            Err(err) => {
+                if eager {
+                    warn!("connect to server '{}' failed, ignored: {err}", info.pname);
+                }
+                info.report_failure(&err);
+                fail_waiting(&mut retry, &mut queue, &err);
+            }
+        }
+        eager = false;
+    }
+}
+
+/// The connection's pipeline state: what is in flight and what is still to be written.
+struct Pipeline {
+    in_flight: VecDeque<InFlight>,
+    /// Frames not yet completely written, oldest first; each has an entry at the back of
+    /// `in_flight`.
+    unwritten: VecDeque<Bytes>,
+    /// Bytes of `unwritten[0]` already written.
+    front_written: usize,
+}
+
+impl Pipeline {
+    fn push(&mut self, req: BackendRequest) {
+        self.unwritten.push_back(req.frame.clone());
+        self.in_flight.push_back(InFlight::Client {
+            reply_to: req.reply_to,
+            deadline: req.deadline,
+            frame: req.frame,
+        });
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        while written > 0 {
+            let Some(front) = self.unwritten.front() else {
+                return;
+            };
+            let left = front.len() - self.front_written;
+            if written >= left {
+                written -= left;
+                self.unwritten.pop_front();
+                self.front_written = 0;
+            } else {
+                self.front_written += written;
+                written = 0;
+            }
+        }
+    }
+
+    /// The earliest deadline among requests in flight (the oldest client request's).
+    fn next_deadline(&self) -> Option<Instant> {
+        self.in_flight.iter().find_map(|entry| match entry {
+            InFlight::Client { deadline, .. } => Some(*deadline),
+            InFlight::Handshake(_) => None,
+        })?
+    }
+
+    /// After a failure: requests never sent go back to `retry` (in order, unless expired);
+    /// every request sent fails with `err`.
+    fn unwind(mut self, err: &BackendError, retry: &mut VecDeque<BackendRequest>) {
+        let partially_written = usize::from(self.front_written > 0);
+        let unsent = self.unwritten.len().saturating_sub(partially_written);
+        let now = Instant::now();
+        let mut requeue = Vec::with_capacity(unsent);
+        for _ in 0..unsent {
+            match self.in_flight.pop_back() {
+                Some(InFlight::Client {
+                    reply_to,
+                    deadline,
+                    frame,
+                }) => {
+                    let req = BackendRequest {
+                        frame,
+                        reply_to,
+                        deadline,
+                    };
+                    if req.expired(now) {
+                        req.fail(BackendError::TimedOut);
+                    } else {
+                        requeue.push(req);
+                    }
+                }
+                Some(InFlight::Handshake(_)) | None => {}
+            }
+        }
+        for req in requeue {
+            retry.push_front(req);
+        }
+        for entry in self.in_flight {
+            if let InFlight::Client { reply_to, .. } = entry {
+                reply_to.deliver(Err(err.clone()));
+            }
+        }
     }
 }
 
@@ -167,28 +303,32 @@ async fn serve(
     mut stream: Stream,
     info: &ServerInfo,
     queue: &mut mpsc::UnboundedReceiver<BackendRequest>,
-    first: Option<BackendRequest>,
+    retry: &mut VecDeque<BackendRequest>,
 ) -> Option<BackendError> {
     let (mut reader, mut writer) = stream.split();
-    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-    let mut out = BytesMut::with_capacity(READ_CHUNK);
+    let mut pipe = Pipeline {
+        in_flight: VecDeque::new(),
+        unwritten: VecDeque::new(),
+        front_written: 0,
+    };
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut decoder = ReplyDecoder::default();
     let mut queue_open = true;
 
     for (label, frame) in &info.handshake {
-        out.extend_from_slice(frame);
-        in_flight.push_back(InFlight::Handshake(label));
+        pipe.unwritten.push_back(frame.clone());
+        pipe.in_flight.push_back(InFlight::Handshake(label));
     }
-    if let Some(req) = first {
-        out.extend_from_slice(&req.frame);
-        in_flight.push_back(InFlight::Client(req.reply_to));
+    while let Some(req) = retry.pop_front() {
+        pipe.push(req);
     }
 
     let failure = loop {
-        if !queue_open && in_flight.is_empty() && out.is_empty() {
+        if !queue_open && pipe.in_flight.is_empty() {
             return None;
         }
+        let deadline = pipe.next_deadline();
+        let may_take = queue_open && pipe.in_flight.len() < MAX_IN_FLIGHT;
         tokio::select! {
             biased;
             read = reader.read_buf(&mut input) => {
@@ -197,41 +337,56 @@ async fn serve(
                     Err(e) => break BackendError::from_io(&e),
                     Ok(_) => {}
                 }
-                if let Err(err) = dispatch_replies(&mut decoder, &mut input, &mut in_flight, info) {
+                if let Err(err) = dispatch_replies(&mut decoder, &mut input, &mut pipe.in_flight, info) {
                     break err;
                 }
                 if input.capacity() - input.len() < READ_CHUNK / 4 {
                     input.reserve(READ_CHUNK);
                 }
             }
-            written = writer.write_buf(&mut out), if !out.is_empty() => {
-                if let Err(e) = written {
-                    break BackendError::from_io(&e);
+            written = write_some(&mut writer, &pipe.unwritten, pipe.front_written), if !pipe.unwritten.is_empty() => {
+                match written {
+                    Ok(n) => pipe.advance(n),
+                    Err(e) => break BackendError::from_io(&e),
                 }
             }
-            next = queue.recv(), if queue_open && in_flight.len() < MAX_IN_FLIGHT && out.len() < MAX_BATCH_BYTES => {
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                warn!(pool = %info.pool_name, server = %info.name, "request timed out; closing the server connection");
+                break BackendError::TimedOut;
+            }
+            next = queue.recv(), if may_take => {
                 match next {
                     None => queue_open = false,
                     Some(req) => {
-                        out.extend_from_slice(&req.frame);
-                        in_flight.push_back(InFlight::Client(req.reply_to));
+                        pipe.push(req);
                         // Take everything already queued so it leaves in one write.
-                        while in_flight.len() < MAX_IN_FLIGHT && out.len() < MAX_BATCH_BYTES {
+                        while pipe.in_flight.len() < MAX_IN_FLIGHT {
                             let Ok(req) = queue.try_recv() else { break };
-                            out.extend_from_slice(&req.frame);
-                            in_flight.push_back(InFlight::Client(req.reply_to));
+                            pipe.push(req);
                         }
                     }
                 }
             }
         }
     };
-    for waiting in in_flight {
-        if let InFlight::Client(reply_to) = waiting {
-            reply_to.deliver(Err(failure.clone()));
-        }
-    }
+    pipe.unwind(&failure, retry);
     Some(failure)
+}
+
+/// One vectored write of up to [`MAX_IOVECS`] pending frames.
+async fn write_some(
+    writer: &mut super::stream::WriteHalf<'_>,
+    unwritten: &VecDeque<Bytes>,
+    front_written: usize,
+) -> std::io::Result<usize> {
+    let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
+    let mut count = 0;
+    for (i, frame) in unwritten.iter().take(MAX_IOVECS).enumerate() {
+        let start = if i == 0 { front_written } else { 0 };
+        slices[count] = IoSlice::new(&frame[start..]);
+        count += 1;
+    }
+    writer.write_vectored(&slices[..count]).await
 }
 
 /// Hands every complete reply in `input` to the request at the head of `in_flight`.
@@ -251,7 +406,17 @@ fn dispatch_replies(
             }
         };
         match in_flight.pop_front() {
-            Some(InFlight::Client(reply_to)) => reply_to.deliver(Ok(reply.frame)),
+            Some(InFlight::Client { reply_to, .. }) => {
+                if reply.kind == ReplyKind::Error
+                    && matches!(reply.error_word(), Some(b"OOM" | b"BUSY" | b"LOADING"))
+                {
+                    // The server is alive but cannot serve: a failure toward ejection.
+                    info.report_failure(&BackendError::InvalidReply);
+                } else {
+                    info.health.record_success();
+                }
+                reply_to.deliver(Ok(reply.frame));
+            }
             Some(InFlight::Handshake(what)) => {
                 if reply.kind == ReplyKind::Error {
                     warn!(

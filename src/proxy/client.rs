@@ -11,12 +11,14 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio::time::{Duration, Instant};
 use tracing::debug;
 
 use super::backend::{BackendRequest, ClientReply, ReplyTo};
 use super::error::BackendError;
-use super::pool::{Pool, PoolSnapshot};
+use super::pool::{Pool, PoolSnapshot, Server};
 use super::stream::Stream;
+use crate::config::EjectPolicy;
 use crate::proto::redis::dispatch::{self, Dispatch};
 use crate::proto::redis::request::{Limits, Request, RequestDecoder};
 use crate::proto::redis::split::{self, Merge};
@@ -56,6 +58,8 @@ struct Session {
     front_seq: u64,
     reply_tx: mpsc::UnboundedSender<ClientReply>,
     authenticated: bool,
+    /// When requests read in the current batch time out (now + the pool's `timeout`).
+    batch_deadline: Option<Instant>,
     /// Set by `CLIENT SETNAME`, returned by `CLIENT GETNAME`.
     client_name: Option<Bytes>,
     closing: Option<Closing>,
@@ -73,6 +77,7 @@ pub async fn serve_redis_client(mut stream: Stream, pool: Arc<Pool>, id: u64) {
         front_seq: 0,
         reply_tx,
         authenticated: !needs_auth,
+        batch_deadline: None,
         client_name: None,
         closing: None,
     };
@@ -125,6 +130,10 @@ impl Session {
     fn handle_input(&mut self, input: &mut BytesMut) {
         // One snapshot for the whole batch: it stays consistent even if a reload swaps it.
         let snapshot = self.pool.current.load_full();
+        self.batch_deadline = snapshot
+            .config
+            .timeout_ms
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
         while self.closing.is_none() {
             match self.decoder.decode(input) {
                 Ok(Some(request)) => self.handle_request(&snapshot, request),
@@ -204,6 +213,10 @@ impl Session {
             self.push_ready(error_bytes(&BackendError::ConnectionRefused));
             return;
         };
+        if let Some(err) = fail_fast(snapshot, server) {
+            self.push_ready(error_bytes(&err));
+            return;
+        }
         let seq = self.next_seq();
         let request = BackendRequest {
             frame,
@@ -212,6 +225,7 @@ impl Session {
                 seq,
                 part: 0,
             },
+            deadline: self.batch_deadline,
         };
         match server.connection_for(self.id).send(request) {
             Ok(()) => self.slots.push_back(Slot::Waiting),
@@ -241,20 +255,20 @@ impl Session {
                 seq,
                 part: index as u32,
             };
-            let sent = snapshot
-                .servers
-                .get(part.server)
-                .map(|server| {
-                    server
-                        .connection_for(self.id)
-                        .send(BackendRequest {
-                            frame: part.frame,
-                            reply_to,
-                        })
-                        .is_ok()
-                })
-                .unwrap_or(false);
-            if !sent {
+            let Some(server) = snapshot.servers.get(part.server) else {
+                merge.accept(index, Err(BackendError::ConnectionRefused.to_string()));
+                continue;
+            };
+            if let Some(err) = fail_fast(snapshot, server) {
+                merge.accept(index, Err(err.to_string()));
+                continue;
+            }
+            let request = BackendRequest {
+                frame: part.frame,
+                reply_to,
+                deadline: self.batch_deadline,
+            };
+            if server.connection_for(self.id).send(request).is_err() {
                 merge.accept(index, Err(BackendError::ConnectionRefused.to_string()));
             }
         }
@@ -308,6 +322,12 @@ impl Session {
             self.front_seq += 1;
         }
     }
+}
+
+/// With `eject_policy: fail_fast`, an ejected server's requests fail at once.
+fn fail_fast(snapshot: &PoolSnapshot, server: &Server) -> Option<BackendError> {
+    (snapshot.config.eject_policy == EjectPolicy::FailFast && server.info.health.is_ejected())
+        .then(|| BackendError::Ejected(server.info.name.clone()))
 }
 
 /// True when argument `i` is one of the key positions in `keys`.

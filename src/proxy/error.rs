@@ -16,6 +16,9 @@ pub enum BackendError {
     /// The server sent something unparsable or unexpected.
     #[error("Invalid argument")]
     InvalidReply,
+    /// `eject_policy: fail_fast`: the key's server is ejected, and its keys do not move.
+    #[error("server '{0}' is ejected")]
+    Ejected(String),
     /// Any other OS error, with its `strerror` text.
     #[error("{0}")]
     Os(String),

@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod client;
 pub mod error;
+pub mod health;
 pub mod listener;
 pub mod pool;
 pub mod stream;

@@ -3,14 +3,18 @@
 //! while client sessions read it without a lock.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tracing::warn;
 
 use super::backend::{spawn_connection, BackendRequest, ServerInfo};
-use crate::config::PoolConfig;
+use super::error::BackendError;
+use super::health::{self, ProbeKind, ServerHealth};
+use crate::config::{EjectPolicy, PoolConfig};
 use crate::route::PoolRouter;
 
 /// One backend server and its connections.
@@ -41,6 +45,8 @@ pub struct PoolSnapshot {
 pub struct Pool {
     pub current: ArcSwap<PoolSnapshot>,
     pub clients: AtomicUsize,
+    /// Serialises snapshot rebuilds (ejection, return); never taken on the request path.
+    rebuild: Mutex<()>,
 }
 
 /// `*N\r\n$len\r\narg\r\n…` for handshake commands.
@@ -76,32 +82,98 @@ impl Pool {
     pub fn start(config: PoolConfig) -> Arc<Pool> {
         let config = Arc::new(config);
         let handshake = handshake_for(&config);
-        let servers = config
+        Arc::new_cyclic(|pool: &Weak<Pool>| {
+            let servers = config
+                .servers
+                .iter()
+                .map(|server| {
+                    let info = Arc::new(ServerInfo {
+                        pool_name: config.name.clone(),
+                        name: server.name.clone(),
+                        pname: server.pname.clone(),
+                        addr: server.addr.clone(),
+                        handshake: handshake.clone(),
+                        probe: if config.redis {
+                            ProbeKind::Redis
+                        } else {
+                            ProbeKind::Memcache
+                        },
+                        health: ServerHealth::default(),
+                        pool: pool.clone(),
+                    });
+                    let connections = (0..config.server_connections.max(1))
+                        .map(|i| spawn_connection(info.clone(), config.preconnect && i == 0))
+                        .collect();
+                    Arc::new(Server { info, connections })
+                })
+                .collect();
+            let snapshot = PoolSnapshot {
+                router: PoolRouter::with_all_live(&config),
+                config: config.clone(),
+                servers,
+            };
+            Pool {
+                current: ArcSwap::from_pointee(snapshot),
+                clients: AtomicUsize::new(0),
+                rebuild: Mutex::new(()),
+            }
+        })
+    }
+
+    /// A connection to `server` failed: count it, and eject the server when the streak
+    /// reaches `server_failure_limit` (only with `auto_eject_hosts`).
+    pub fn server_failed(self: &Arc<Pool>, server: &ServerInfo, err: &BackendError) {
+        let config = self.current.load().config.clone();
+        if !config.auto_eject_hosts || !server.health.record_failure(config.server_failure_limit) {
+            return;
+        }
+        warn!(
+            "pool '{}': ejecting server '{}' for {} ms after {} consecutive failures (last: {err})",
+            config.name,
+            server.name,
+            config.server_retry_timeout_ms,
+            config.server_failure_limit.max(1)
+        );
+        self.rebuild_router();
+        let Some(server) = self.find_server(&server.name) else {
+            return;
+        };
+        tokio::spawn(return_after_retry_timeout(Arc::downgrade(self), server));
+    }
+
+    fn find_server(&self, name: &str) -> Option<Arc<Server>> {
+        self.current
+            .load()
             .servers
             .iter()
-            .map(|server| {
-                let info = Arc::new(ServerInfo {
-                    pool_name: config.name.clone(),
-                    name: server.name.clone(),
-                    pname: server.pname.clone(),
-                    addr: server.addr.clone(),
-                    handshake: handshake.clone(),
-                });
-                let connections = (0..config.server_connections.max(1))
-                    .map(|i| spawn_connection(info.clone(), config.preconnect && i == 0))
+            .find(|s| s.info.name == name)
+            .cloned()
+    }
+
+    /// Publishes a new snapshot whose router reflects the servers' current health.
+    fn rebuild_router(&self) {
+        let _serial = self
+            .rebuild
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.current.load_full();
+        let router = match current.config.eject_policy {
+            EjectPolicy::Rehash => {
+                let live: Vec<bool> = current
+                    .servers
+                    .iter()
+                    .map(|s| !s.info.health.is_ejected())
                     .collect();
-                Arc::new(Server { info, connections })
-            })
-            .collect();
-        let snapshot = PoolSnapshot {
-            router: PoolRouter::with_all_live(&config),
-            config,
-            servers,
+                PoolRouter::build(&current.config, &live)
+            }
+            // Keys never move; requests to an ejected server fail fast in the session.
+            EjectPolicy::FailFast => PoolRouter::with_all_live(&current.config),
         };
-        Arc::new(Pool {
-            current: ArcSwap::from_pointee(snapshot),
-            clients: AtomicUsize::new(0),
-        })
+        self.current.store(Arc::new(PoolSnapshot {
+            config: current.config.clone(),
+            router,
+            servers: current.servers.clone(),
+        }));
     }
 
     /// Counts a new client in, unless the pool's `client_connections` limit is reached.
@@ -113,6 +185,43 @@ impl Pool {
             return None;
         }
         Some(ClientGuard { pool: self.clone() })
+    }
+}
+
+/// Waits `server_retry_timeout`, then returns the server to the continuum: at once (twemproxy),
+/// or once a probe shows it answers (`health_probe`, the default). Stops if the pool is gone.
+async fn return_after_retry_timeout(pool: Weak<Pool>, server: Arc<Server>) {
+    loop {
+        let Some(config) = pool.upgrade().map(|p| p.current.load().config.clone()) else {
+            return;
+        };
+        tokio::time::sleep(Duration::from_millis(config.server_retry_timeout_ms)).await;
+        if config.health_probe {
+            let handshake: Vec<Bytes> = server
+                .info
+                .handshake
+                .iter()
+                .map(|(_, f)| f.clone())
+                .collect();
+            let limit = Duration::from_millis(config.timeout_ms.unwrap_or(1000).max(100));
+            if let Err(err) =
+                health::probe(&server.info.addr, server.info.probe, &handshake, limit).await
+            {
+                warn!(
+                    "pool '{}': server '{}' is still failing its health probe ({err}); retrying in {} ms",
+                    config.name, server.info.name, config.server_retry_timeout_ms
+                );
+                continue;
+            }
+        }
+        let Some(pool) = pool.upgrade() else { return };
+        server.info.health.restore();
+        pool.rebuild_router();
+        warn!(
+            "pool '{}': server '{}' is back in the continuum",
+            config.name, server.info.name
+        );
+        return;
     }
 }
 
