@@ -23,10 +23,10 @@ use crate::proto::redis::dispatch::{self, Dispatch};
 use crate::proto::redis::request::{Limits, Request, RequestDecoder};
 use crate::proto::redis::split::{self, Merge};
 
-/// Requests in flight per client before walnut stops reading from it.
+/// Requests in flight per client before walnut stops decoding and reading from it.
 const MAX_PENDING_REQUESTS: usize = 4096;
-/// Reply bytes waiting to be written before walnut stops reading from the client.
-const MAX_PENDING_OUTPUT: usize = 4 * 1024 * 1024;
+/// Reply bytes waiting to be written before walnut stops decoding and reading from the client.
+const MAX_PENDING_OUTPUT: usize = 32 * 1024 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 
 /// A request's place in the reply order.
@@ -58,6 +58,8 @@ struct Session {
     front_seq: u64,
     reply_tx: mpsc::UnboundedSender<ClientReply>,
     authenticated: bool,
+    /// Bytes of replies in ready slots, not yet moved to the output buffer.
+    ready_bytes: usize,
     /// When requests read in the current batch time out (now + the pool's `timeout`).
     batch_deadline: Option<Instant>,
     /// Set by `CLIENT SETNAME`, returned by `CLIENT GETNAME`.
@@ -77,6 +79,7 @@ pub async fn serve_redis_client(mut stream: Stream, pool: Arc<Pool>, id: u64) {
         front_seq: 0,
         reply_tx,
         authenticated: !needs_auth,
+        ready_bytes: 0,
         batch_deadline: None,
         client_name: None,
         closing: None,
@@ -87,12 +90,16 @@ pub async fn serve_redis_client(mut stream: Stream, pool: Arc<Pool>, id: u64) {
 
     loop {
         session.move_ready_replies(&mut out);
+        // Requests left undecoded while the client was over its bounds.
+        if !input.is_empty() && session.closing.is_none() && session.has_room(out.len()) {
+            session.handle_input(&mut input, out.len());
+            session.move_ready_replies(&mut out);
+        }
         if session.closing.is_some() && session.slots.is_empty() && out.is_empty() {
             break;
         }
-        let may_read = session.closing.is_none()
-            && session.slots.len() < MAX_PENDING_REQUESTS
-            && out.len() < MAX_PENDING_OUTPUT;
+        // A client that does not read its replies is not read from either.
+        let may_read = session.closing.is_none() && session.has_room(out.len());
         tokio::select! {
             biased;
             Some(reply) = replies.recv() => {
@@ -110,7 +117,7 @@ pub async fn serve_redis_client(mut stream: Stream, pool: Arc<Pool>, id: u64) {
             read = reader.read_buf(&mut input), if may_read => {
                 match read {
                     Ok(0) => session.closing = Some(Closing::Eof),
-                    Ok(_) => session.handle_input(&mut input),
+                    Ok(_) => session.handle_input(&mut input, out.len()),
                     Err(e) => {
                         debug!(client = id, "client read failed: {e}");
                         break;
@@ -126,15 +133,21 @@ pub async fn serve_redis_client(mut stream: Stream, pool: Arc<Pool>, id: u64) {
 }
 
 impl Session {
-    /// Decodes and routes every complete request in `input`.
-    fn handle_input(&mut self, input: &mut BytesMut) {
+    /// True while the client is within its bounds: requests in flight and reply bytes
+    /// waiting to be written.
+    fn has_room(&self, unwritten: usize) -> bool {
+        self.slots.len() < MAX_PENDING_REQUESTS && unwritten + self.ready_bytes < MAX_PENDING_OUTPUT
+    }
+
+    /// Decodes and routes the complete requests in `input`, while the client has room.
+    fn handle_input(&mut self, input: &mut BytesMut, unwritten: usize) {
         // One snapshot for the whole batch: it stays consistent even if a reload swaps it.
         let snapshot = self.pool.current.load_full();
         self.batch_deadline = snapshot
             .config
             .timeout_ms
             .map(|ms| Instant::now() + Duration::from_millis(ms));
-        while self.closing.is_none() {
+        while self.closing.is_none() && self.has_room(unwritten) {
             match self.decoder.decode(input) {
                 Ok(Some(request)) => self.handle_request(&snapshot, request),
                 Ok(None) => break,
@@ -286,6 +299,7 @@ impl Session {
     }
 
     fn push_ready(&mut self, reply: Bytes) {
+        self.ready_bytes += reply.len();
         self.slots.push_back(Slot::Ready(reply));
     }
 
@@ -296,27 +310,29 @@ impl Session {
         let Some(slot) = self.slots.get_mut(index as usize) else {
             return;
         };
-        match slot {
-            Slot::Waiting => {
-                *slot = Slot::Ready(match reply.result {
-                    Ok(frame) => frame,
-                    Err(err) => error_bytes(&err),
-                });
-            }
+        let ready = match slot {
+            Slot::Waiting => match reply.result {
+                Ok(frame) => frame,
+                Err(err) => error_bytes(&err),
+            },
             Slot::Split(merge) => {
-                if merge.accept(reply.part as usize, reply.result.map_err(|e| e.to_string())) {
-                    *slot = Slot::Ready(merge.finish());
+                if !merge.accept(reply.part as usize, reply.result.map_err(|e| e.to_string())) {
+                    return;
                 }
+                merge.finish()
             }
             // A reply for a slot that already has one: never overwrite it.
-            Slot::Ready(_) => {}
-        }
+            Slot::Ready(_) => return,
+        };
+        self.ready_bytes += ready.len();
+        *slot = Slot::Ready(ready);
     }
 
     /// Moves the ready replies at the front of the order into the output buffer.
     fn move_ready_replies(&mut self, out: &mut BytesMut) {
         while let Some(Slot::Ready(_)) = self.slots.front() {
             if let Some(Slot::Ready(reply)) = self.slots.pop_front() {
+                self.ready_bytes -= reply.len();
                 out.extend_from_slice(&reply);
             }
             self.front_seq += 1;

@@ -36,6 +36,18 @@ impl Process {
         self.child.id()
     }
 
+    /// Sends `signal` to this process (by its PID).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal)
+            .expect("signal process");
+    }
+
+    /// Kills the process (SIGKILL) and reaps it.
+    pub fn kill_now(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Non-blocking: the exit status if the process has ended.
     pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
@@ -175,6 +187,30 @@ impl RedisServer {
             unix_socket: Some(path.to_path_buf()),
             process,
         }
+    }
+
+    /// Kills the server (SIGKILL); its port stops answering.
+    pub fn kill(&mut self) {
+        self.process.kill_now();
+    }
+
+    /// Starts a fresh, empty server on the same address after [`RedisServer::kill`].
+    pub fn restart(&mut self) {
+        let fresh = match &self.unix_socket {
+            Some(path) => RedisServer::start_unix(path),
+            None => RedisServer::start_on(&self.host, self.port),
+        };
+        *self = fresh;
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.process.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.process.signal(nix::sys::signal::Signal::SIGCONT);
     }
 
     /// A direct client, bypassing every proxy.

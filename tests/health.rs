@@ -1,0 +1,454 @@
+//! Backend health under real faults: backends killed, frozen (SIGSTOP) and restarted by PID
+//! while clients pipeline; timeouts; ejection compared with nutcracker; fail-fast; limits.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{free_port, local, ProxyProcess, RedisServer, RespClient, Value};
+
+fn ok() -> Value {
+    Value::Status("OK".into())
+}
+
+fn pool_config(port: u16, backends: &[RedisServer], extra: &str) -> String {
+    // md5 spreads short similar keys; twemproxy's default fnv1a_64 clusters them.
+    let mut conf = format!(
+        "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n{extra}  servers:\n"
+    );
+    for backend in backends {
+        conf.push_str(&format!("   - {}\n", backend.server_line(1, None)));
+    }
+    conf
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Pipelines SET/GET pairs with unique keys and values until `stop`; every reply must be its
+/// own request's reply or an error — never another request's.
+fn hammer(
+    port: u16,
+    client: usize,
+    stop: Arc<AtomicBool>,
+    checked: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+) {
+    let mut conn = RespClient::connect(&format!("127.0.0.1:{port}"));
+    let mut round = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let pairs: Vec<(String, String)> = (0..100)
+            .map(|i| {
+                (
+                    format!("c{client}:r{round}:k{i}"),
+                    format!("c{client}:r{round}:v{i}"),
+                )
+            })
+            .collect();
+        let commands: Vec<Vec<Vec<u8>>> = pairs
+            .iter()
+            .flat_map(|(k, v)| {
+                [
+                    vec![
+                        b"SET".to_vec(),
+                        k.clone().into_bytes(),
+                        v.clone().into_bytes(),
+                    ],
+                    vec![b"GET".to_vec(), k.clone().into_bytes()],
+                ]
+            })
+            .collect();
+        let replies = conn.pipeline(&commands);
+        for (i, (key, value)) in pairs.iter().enumerate() {
+            match &replies[2 * i] {
+                Value::Status(s) if s == "OK" => {}
+                Value::Error(_) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                other => panic!("crossed reply: SET {key} got {other:?}"),
+            }
+            match &replies[2 * i + 1] {
+                Value::Bulk(v) if v == value.as_bytes() => {}
+                // The SET may have failed, or the server restarted empty.
+                Value::Nil => {}
+                Value::Error(_) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                other => panic!("crossed reply: GET {key} expected {value} got {other:?}"),
+            }
+        }
+        checked.fetch_add(200, Ordering::Relaxed);
+        round += 1;
+    }
+}
+
+#[test]
+fn no_reply_is_ever_crossed_while_backends_are_killed_frozen_and_restarted() {
+    let mut backends = vec![
+        RedisServer::start(),
+        RedisServer::start(),
+        RedisServer::start(),
+    ];
+    let port = free_port();
+    let conf = pool_config(port, &backends, "  timeout: 400\n  server_connections: 2\n");
+    let _walnut = ProxyProcess::walnut(&conf, &[local(port)]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let checked = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let (stop, checked, errors) = (stop.clone(), checked.clone(), errors.clone());
+            std::thread::spawn(move || hammer(port, c, stop, checked, errors))
+        })
+        .collect();
+    let progress = |at_least: u64| {
+        let target = checked.load(Ordering::Relaxed) + at_least;
+        wait_until("client progress", Duration::from_secs(60), || {
+            checked.load(Ordering::Relaxed) >= target
+        });
+    };
+
+    progress(2000);
+    backends[0].kill();
+    progress(2000);
+    backends[0].restart();
+    progress(2000);
+    backends[1].pause();
+    std::thread::sleep(Duration::from_millis(1500));
+    backends[1].resume();
+    progress(2000);
+    backends[2].kill();
+    progress(1000);
+    backends[2].restart();
+    progress(2000);
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().expect("no client saw a crossed reply");
+    }
+    assert!(checked.load(Ordering::Relaxed) >= 11_000);
+    assert!(
+        errors.load(Ordering::Relaxed) > 0,
+        "the faults were visible as errors"
+    );
+
+    // After the faults, everything works again.
+    let mut conn = RespClient::connect(&format!("127.0.0.1:{port}"));
+    for i in 0..300 {
+        let key = format!("after:{i}");
+        assert_eq!(conn.cmd_str(&["SET", &key, "v"]), ok());
+        assert_eq!(conn.cmd_str(&["GET", &key]), Value::bulk("v"));
+    }
+}
+
+#[test]
+fn a_request_to_a_frozen_backend_times_out_and_the_next_one_works() {
+    let backends = vec![RedisServer::start()];
+    let port = free_port();
+    let _walnut = ProxyProcess::walnut(
+        &pool_config(port, &backends, "  timeout: 300\n"),
+        &[local(port)],
+    );
+    let mut conn = RespClient::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(conn.cmd_str(&["SET", "k", "v"]), ok());
+    backends[0].pause();
+    let started = Instant::now();
+    assert_eq!(
+        conn.cmd_str(&["GET", "k"]),
+        Value::Error("ERR Connection timed out".into())
+    );
+    // Generous: the bound only proves the request did not hang.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    backends[0].resume();
+    wait_until(
+        "the server to answer again",
+        Duration::from_secs(20),
+        || conn.cmd_str(&["GET", "k"]) == Value::bulk("v"),
+    );
+}
+
+#[test]
+fn without_auto_eject_a_dead_servers_keys_fail_and_never_move() {
+    let mut backends = vec![RedisServer::start(), RedisServer::start()];
+    let port = free_port();
+    let _walnut = ProxyProcess::walnut(&pool_config(port, &backends, ""), &[local(port)]);
+    let mut conn = RespClient::connect(&format!("127.0.0.1:{port}"));
+    for i in 0..100 {
+        assert_eq!(conn.cmd_str(&["SET", &format!("k{i}"), "v"]), ok());
+    }
+    let on_dead: Vec<String> = (0..100)
+        .map(|i| format!("k{i}"))
+        .filter(|k| backends[1].client().cmd_str(&["EXISTS", k]) == Value::Int(1))
+        .collect();
+    assert!(!on_dead.is_empty());
+    backends[1].kill();
+    for _ in 0..3 {
+        for key in &on_dead {
+            assert_eq!(
+                conn.cmd_str(&["SET", key, "w"]),
+                Value::Error("ERR Connection refused".into())
+            );
+        }
+    }
+}
+
+/// Which backend holds each key, read directly.
+fn locations(backends: &[&RedisServer]) -> BTreeMap<Vec<u8>, usize> {
+    let mut found = BTreeMap::new();
+    for (index, backend) in backends.iter().enumerate() {
+        let Value::Array(keys) = backend.client().cmd_str(&["KEYS", "*"]) else {
+            panic!("KEYS")
+        };
+        for key in keys {
+            let Value::Bulk(key) = key else { panic!("key") };
+            assert!(
+                found.insert(key, index).is_none(),
+                "a key is on two servers"
+            );
+        }
+    }
+    found
+}
+
+fn flush(backends: &[&RedisServer]) {
+    for b in backends {
+        assert_eq!(b.client().cmd_str(&["FLUSHALL"]), ok());
+    }
+}
+
+fn write_keys(port: u16, n: usize) -> Vec<Value> {
+    let mut conn = RespClient::connect(&format!("127.0.0.1:{port}"));
+    let commands: Vec<Vec<Vec<u8>>> = (0..n)
+        .map(|i| {
+            vec![
+                b"SET".to_vec(),
+                format!("eject:{i}").into_bytes(),
+                b"v".to_vec(),
+            ]
+        })
+        .collect();
+    conn.pipeline(&commands)
+}
+
+/// Sends GETs until one fails (the dead server is counted as failed and ejected), or until
+/// `already_ejected` says the proxy noticed the death by itself (an open connection saw EOF).
+fn trigger_ejection(port: u16, already_ejected: impl Fn() -> bool) {
+    let mut conn = RespClient::connect(&format!("127.0.0.1:{port}"));
+    for i in 0..500 {
+        if let Value::Error(_) = conn.cmd_str(&["GET", &format!("probe:{i}")]) {
+            return;
+        }
+        if already_ejected() {
+            return;
+        }
+    }
+    panic!("no request through port {port} reached the dead server");
+}
+
+#[test]
+fn ejection_moves_keys_exactly_as_nutcracker_does_and_they_move_back() {
+    let mut backends = vec![
+        RedisServer::start(),
+        RedisServer::start(),
+        RedisServer::start(),
+    ];
+    let extra = "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 3000\n  timeout: 1000\n";
+    let (nut_port, wal_port) = (free_port(), free_port());
+    let nutcracker =
+        ProxyProcess::nutcracker(&pool_config(nut_port, &backends, extra), &[local(nut_port)]);
+    let walnut = ProxyProcess::walnut(&pool_config(wal_port, &backends, extra), &[local(wal_port)]);
+
+    // All live: the reference placement.
+    let all: Vec<&RedisServer> = backends.iter().collect();
+    flush(&all);
+    assert!(write_keys(wal_port, 1000).iter().all(|r| *r == ok()));
+    let all_live = locations(&all);
+    drop(all);
+
+    backends[2].kill();
+    trigger_ejection(nut_port, || false);
+    trigger_ejection(wal_port, || walnut.log().contains("ejecting server"));
+    let live: Vec<&RedisServer> = backends[..2].iter().collect();
+    flush(&live);
+    assert!(
+        write_keys(nut_port, 1000).iter().all(|r| *r == ok()),
+        "nutcracker rehashed the dead server's keys"
+    );
+    let under_nutcracker = locations(&live);
+    flush(&live);
+    assert!(
+        write_keys(wal_port, 1000).iter().all(|r| *r == ok()),
+        "walnut rehashed the dead server's keys"
+    );
+    let under_walnut = locations(&live);
+    assert_eq!(under_walnut.len(), 1000);
+    assert_eq!(
+        under_walnut, under_nutcracker,
+        "keys move exactly as in nutcracker"
+    );
+    for (key, server) in &all_live {
+        if *server < 2 {
+            assert_eq!(
+                under_walnut.get(key),
+                Some(server),
+                "keys of live servers stay put"
+            );
+        }
+    }
+    drop(live);
+
+    backends[2].restart();
+    wait_until(
+        "walnut to probe the server and take it back",
+        Duration::from_secs(30),
+        || walnut.log().contains("is back in the continuum"),
+    );
+    let all: Vec<&RedisServer> = backends.iter().collect();
+    flush(&all);
+    assert!(write_keys(wal_port, 1000).iter().all(|r| *r == ok()));
+    assert_eq!(
+        locations(&all),
+        all_live,
+        "keys move back when the server returns"
+    );
+    drop(nutcracker);
+}
+
+#[test]
+fn fail_fast_keeps_placement_and_fails_only_the_ejected_servers_keys() {
+    let mut backends = vec![RedisServer::start(), RedisServer::start()];
+    let extra = "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 60000\n  eject_policy: fail_fast\n";
+    let port = free_port();
+    let walnut = ProxyProcess::walnut(&pool_config(port, &backends, extra), &[local(port)]);
+    let all: Vec<&RedisServer> = backends.iter().collect();
+    assert!(write_keys(port, 200).iter().all(|r| *r == ok()));
+    let placement = locations(&all);
+    drop(all);
+    let dead_name = backends[1]
+        .server_line(1, None)
+        .trim_end_matches(":1")
+        .to_string();
+    backends[1].kill();
+    trigger_ejection(port, || walnut.log().contains("ejecting server"));
+    let replies = write_keys(port, 200);
+    for (i, reply) in replies.iter().enumerate() {
+        let key = format!("eject:{i}").into_bytes();
+        match placement[&key] {
+            0 => assert_eq!(reply, &ok(), "a live server's key still works"),
+            _ => assert_eq!(
+                reply,
+                &Value::Error(format!("ERR server '{dead_name}' is ejected")),
+                "key {i}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn when_every_server_is_ejected_requests_get_connection_refused() {
+    let mut backends = vec![RedisServer::start(), RedisServer::start()];
+    let extra =
+        "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 60000\n";
+    let port = free_port();
+    let _walnut = ProxyProcess::walnut(&pool_config(port, &backends, extra), &[local(port)]);
+    backends[0].kill();
+    backends[1].kill();
+    let mut conn = RespClient::connect(&format!("127.0.0.1:{port}"));
+    for i in 0..20 {
+        conn.cmd_str(&["GET", &format!("k{i}")]);
+    }
+    for i in 0..20 {
+        assert_eq!(
+            conn.cmd_str(&["GET", &format!("k{i}")]),
+            Value::Error("ERR Connection refused".into())
+        );
+    }
+    assert_eq!(conn.cmd_str(&["PING"]), Value::Status("PONG".into()));
+}
+
+#[test]
+fn the_client_limit_refuses_new_clients_cleanly_and_keeps_serving_the_others() {
+    let backends = vec![RedisServer::start()];
+    let port = free_port();
+    let _walnut = ProxyProcess::walnut(
+        &pool_config(port, &backends, "  client_connections: 2\n"),
+        &[],
+    );
+    wait_until("walnut to listen", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(local(port)).is_ok()
+    });
+    // The readiness probe above used a slot briefly; wait until it is released.
+    let mut first = RespClient::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(first.cmd_str(&["PING"]), Value::Status("PONG".into()));
+    let mut second = None;
+    wait_until("a second slot", Duration::from_secs(20), || {
+        let mut c = RespClient::connect(&format!("127.0.0.1:{port}"));
+        c.send_raw(b"*1\r\n$4\r\nPING\r\n");
+        let ok = c.read_value() == Value::Status("PONG".into());
+        if ok {
+            second = Some(c);
+        }
+        ok
+    });
+    let mut third = RespClient::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(
+        third.read_value(),
+        Value::Error("ERR max number of clients reached".into())
+    );
+    assert!(third.is_closed());
+    assert_eq!(first.cmd_str(&["SET", "a", "1"]), ok());
+    assert_eq!(
+        second.as_mut().unwrap().cmd_str(&["GET", "a"]),
+        Value::bulk("1")
+    );
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn a_client_that_never_reads_is_bounded() {
+    let backends = vec![RedisServer::start()];
+    let port = free_port();
+    let walnut = ProxyProcess::walnut(&pool_config(port, &backends, ""), &[local(port)]);
+    let value = vec![b'x'; 64 * 1024];
+    assert_eq!(
+        RespClient::connect(&format!("127.0.0.1:{port}")).cmd(&[b"SET", b"big", &value]),
+        ok()
+    );
+    // 20,000 GETs of a 64 KiB value: 1.3 GB of replies the client never reads.
+    let mut request = Vec::new();
+    for _ in 0..20_000 {
+        request.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n");
+    }
+    let mut stream = std::net::TcpStream::connect(local(port)).unwrap();
+    std::io::Write::write_all(&mut stream, &request).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let rss = rss_kib(walnut.process.pid());
+    assert!(
+        rss < 512 * 1024,
+        "walnut holds {rss} KiB for a client that does not read"
+    );
+    // Other clients are still served.
+    let mut other = RespClient::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(other.cmd_str(&["PING"]), Value::Status("PONG".into()));
+    drop(stream);
+}
