@@ -553,6 +553,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn docs_list_every_command() {
+        let doc = include_str!("../../../docs/COMMANDS.md");
+        let section = doc
+            .split("\n## ")
+            .find(|s| s.starts_with("Routed and local commands"))
+            .unwrap();
+        let rows = section.lines().filter(|l| l.starts_with("| `")).count();
+        let routed = COMMANDS
+            .iter()
+            .filter(|c| !matches!(c.handling, Refuse(_)))
+            .count();
+        assert_eq!(rows, routed, "rows in the routing table");
+        for spec in &COMMANDS {
+            let wanted = match spec.handling {
+                Refuse(_) => format!(" `{}`", spec.name),
+                _ => format!("| `{}` |", spec.name),
+            };
+            let haystack = if matches!(spec.handling, Refuse(_)) {
+                doc
+            } else {
+                section
+            };
+            assert!(haystack.contains(&wanted), "{} is missing", spec.name);
+        }
+    }
+
     fn mixed_case(name: &str, seed: usize) -> Vec<u8> {
         name.bytes()
             .enumerate()
