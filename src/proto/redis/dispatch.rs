@@ -1,9 +1,10 @@
 //! Redis dispatch: decides, without I/O, what the proxy does with one decoded request.
 //!
 //! Every client-facing error string of the Redis data path is built here, so
-//! `docs/COMPATIBILITY.md` can list them all.
+//! `docs/COMMANDS.md` and `docs/COMPATIBILITY.md` can list them all. Where Redis itself would
+//! answer a malformed request (a bad numkeys, an unknown subcommand), the text is Redis's.
 
-use super::command::{self, Arity};
+use super::command::{self, CommandSpec, Handling, Keys, Local, Refusal, Subcommand};
 use super::request::Request;
 
 /// The key twemproxy routes key-less forwarded commands (`COMMAND`, `LOLWUT`) by.
@@ -103,10 +104,23 @@ pub const INVALID_PASSWORD: &[u8] = b"-ERR invalid password\r\n";
 pub const AUTH_NOT_SET: &[u8] = b"-ERR Client sent AUTH, but no password is set\r\n";
 pub const CROSS_SERVER: &str = "keys in request don't hash to the same server";
 
-/// The command name as Redis quotes it in errors: lossy UTF-8, bounded in length.
-fn quoted_name(name: &[u8]) -> String {
-    let shown = &name[..name.len().min(128)];
-    String::from_utf8_lossy(shown).into_owned()
+// Redis's own texts for malformed requests walnut must answer itself.
+const NOT_AN_INTEGER: &str = "value is not an integer or out of range";
+const SYNTAX_ERROR: &str = "syntax error";
+const TOO_MANY_KEYS: &str = "Number of keys can't be greater than number of args";
+const NEGATIVE_KEYS: &str = "Number of keys can't be negative";
+const NUMKEYS_NOT_POSITIVE: &str = "numkeys should be greater than 0";
+const UNBALANCED_STREAMS: &str =
+    "Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.";
+const BAD_CLIENT_NAME: &str = "Client names cannot contain spaces, newlines or special characters.";
+const SELECT_NOT_ZERO: &str = "SELECT is not supported by walnut: only SELECT 0 is allowed \
+                               (the pool's database is set by redis_db)";
+
+/// Client-sent bytes as Redis quotes them in errors: at most 128 bytes, lossy UTF-8, and
+/// CR/LF replaced by spaces so the reply stays one line.
+fn shown(bytes: &[u8]) -> String {
+    let shown = &bytes[..bytes.len().min(128)];
+    String::from_utf8_lossy(shown).replace(['\r', '\n'], " ")
 }
 
 /// `$len\r\ndata\r\n`.
@@ -117,101 +131,1054 @@ pub fn bulk(data: &[u8]) -> Vec<u8> {
     out
 }
 
-fn all_digits(s: &[u8]) -> Option<usize> {
-    if s.is_empty() || s.len() > 18 || !s.iter().all(u8::is_ascii_digit) {
-        return None;
+/// A signed 64-bit integer written the way Redis accepts one: an optional `-`, then digits
+/// without a leading zero (`0` alone is fine), no sign `+`, no spaces.
+fn parse_integer(s: &[u8]) -> Option<i64> {
+    let (negative, digits) = match s {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, s),
+    };
+    match digits {
+        [b'0'] if !negative => return Some(0),
+        [] | [b'0', ..] => return None,
+        _ if digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) => return None,
+        _ => {}
     }
-    std::str::from_utf8(s).ok()?.parse().ok()
+    let magnitude = digits
+        .iter()
+        .try_fold(0i128, |n, d| Some(n * 10 + i128::from(d - b'0')))?;
+    i64::try_from(if negative { -magnitude } else { magnitude }).ok()
+}
+
+fn reply_error(message: &str) -> Dispatch<'static> {
+    Dispatch::Reply(error_reply(message))
+}
+
+/// `wrong number of arguments for '<name>' command`, `name` lower-cased (`object|encoding`).
+fn wrong_arity(name: &str) -> Dispatch<'static> {
+    reply_error(&format!(
+        "wrong number of arguments for '{}' command",
+        name.to_ascii_lowercase()
+    ))
+}
+
+fn refusal(name: &str, why: Refusal) -> Dispatch<'static> {
+    let reason = match why {
+        Refusal::Blocking => ": blocking commands would stall a shared backend connection",
+        Refusal::Transaction => ": transactions would stall a shared backend connection",
+        Refusal::PubSub => ": pub/sub would stall a shared backend connection",
+        Refusal::Unsupported => "",
+    };
+    reply_error(&format!(
+        "command '{}' is not supported by walnut{reason}",
+        name.to_ascii_lowercase()
+    ))
+}
+
+/// Redis's answer to a command it does not know, which is what `HELLO` must get so clients
+/// stay on RESP2: the name and the arguments, each cut at a NUL like a C string, the
+/// arguments quoted until 128 bytes of them are shown, CR/LF turned into spaces.
+fn unknown_command_with_args(req: &Request) -> Vec<u8> {
+    fn c_string(arg: &[u8]) -> &[u8] {
+        arg.split(|&b| b == 0).next().unwrap_or_default()
+    }
+    let name = c_string(req.arg(0).unwrap_or_default());
+    let mut args = Vec::new();
+    for arg in req.args().skip(1) {
+        if args.len() >= 128 {
+            break;
+        }
+        let room = 128 - args.len();
+        let arg = c_string(arg);
+        args.push(b'\'');
+        args.extend_from_slice(&arg[..arg.len().min(room)]);
+        args.extend_from_slice(b"' ");
+    }
+    let mut out = b"-ERR unknown command '".to_vec();
+    out.extend_from_slice(&name[..name.len().min(128)]);
+    out.extend_from_slice(b"', with args beginning with: ");
+    out.extend_from_slice(&args);
+    for b in &mut out {
+        if *b == b'\r' || *b == b'\n' {
+            *b = b' ';
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// Decides what to do with `req`.
 pub fn dispatch(req: &Request) -> Dispatch<'_> {
     let name = req.arg(0).unwrap_or_default();
-    let argc = req.argc();
     let Some(spec) = command::lookup(name) else {
-        return Dispatch::Reply(error_reply(&format!(
-            "unknown command '{}'",
-            quoted_name(name)
-        )));
+        return reply_error(&format!("unknown command '{}'", shown(name)));
     };
-    let wrong_arity = || {
-        Dispatch::Reply(error_reply(&format!(
-            "wrong number of arguments for '{}' command",
-            spec.name.to_ascii_lowercase()
-        )))
-    };
-    match spec.name {
+    match spec.handling {
+        Handling::Refuse(why) => refusal(spec.name, why),
+        Handling::Answer(local) => answer_locally(spec, local, req),
+        _ if !command::arity_ok(spec.arity, req.argc()) => wrong_arity(spec.name),
+        Handling::Split(kind) => split(kind, req),
+        Handling::Route(keys) => route(spec, keys, req),
+    }
+}
+
+fn answer_locally<'a>(spec: &CommandSpec, local: Local, req: &'a Request) -> Dispatch<'a> {
+    let argc = req.argc();
+    let arg1 = req.arg(1).unwrap_or_default();
+    match local {
         // PING [message] echoes like Redis (twemproxy closes on PING with an argument).
-        "PING" => {
-            return match argc {
-                1 => Dispatch::Reply(PONG.to_vec()),
-                2 => Dispatch::Reply(bulk(req.arg(1).unwrap_or_default())),
-                _ => wrong_arity(),
-            }
-        }
-        "QUIT" => return Dispatch::Quit,
-        "AUTH" => {
-            return match argc {
-                2 => Dispatch::Auth {
-                    password: req.arg(1).unwrap_or_default(),
-                },
-                _ => wrong_arity(),
-            }
-        }
-        _ => {}
+        Local::Ping => match argc {
+            1 => Dispatch::Reply(PONG.to_vec()),
+            2 => Dispatch::Reply(bulk(arg1)),
+            _ => wrong_arity(spec.name),
+        },
+        Local::Quit => Dispatch::Quit,
+        Local::Auth if argc == 2 => Dispatch::Auth { password: arg1 },
+        Local::Auth => wrong_arity(spec.name),
+        _ if !command::arity_ok(spec.arity, argc) => wrong_arity(spec.name),
+        Local::Client => client(req),
+        Local::Select => match parse_integer(arg1).and_then(|n| i32::try_from(n).ok()) {
+            Some(0) => Dispatch::Reply(OK.to_vec()),
+            Some(_) => reply_error(SELECT_NOT_ZERO),
+            None => reply_error(NOT_AN_INTEGER),
+        },
+        Local::Echo => Dispatch::Reply(bulk(arg1)),
+        Local::Hello => Dispatch::Reply(unknown_command_with_args(req)),
     }
-    if !command::arity_ok(spec, argc) {
-        return wrong_arity();
+}
+
+/// `CLIENT SETNAME|GETNAME|SETINFO`, the subcommands client libraries send on connect.
+fn client(req: &Request) -> Dispatch<'_> {
+    let sub = req.arg(1).unwrap_or_default();
+    let argc = req.argc();
+    let is = |name: &str| sub.eq_ignore_ascii_case(name.as_bytes());
+    if is("SETNAME") {
+        if argc != 3 {
+            return wrong_arity("client|setname");
+        }
+        let name = req.arg(2).unwrap_or_default();
+        if name.iter().any(|b| !(b'!'..=b'~').contains(b)) {
+            return reply_error(BAD_CLIENT_NAME);
+        }
+        Dispatch::SetClientName { name }
+    } else if is("GETNAME") {
+        if argc != 2 {
+            return wrong_arity("client|getname");
+        }
+        Dispatch::GetClientName
+    } else if is("SETINFO") {
+        if argc != 4 {
+            return wrong_arity("client|setinfo");
+        }
+        Dispatch::Reply(OK.to_vec())
+    } else {
+        reply_error(&format!(
+            "command 'client|{}' is not supported by walnut",
+            shown(sub).to_ascii_lowercase()
+        ))
     }
-    match spec.arity {
-        Arity::Argz | Arity::Nokey => Dispatch::Forward {
+}
+
+/// MGET, DEL, UNLINK, TOUCH, EXISTS (keys from 1) and MSET (pairs from 1).
+fn split(kind: SplitKind, req: &Request) -> Dispatch<'_> {
+    let one_key = match kind {
+        SplitKind::Mset => req.argc() == 3,
+        _ => req.argc() == 2,
+    };
+    if one_key {
+        Dispatch::Forward {
+            key: req.arg(1).unwrap_or_default(),
+        }
+    } else {
+        Dispatch::Split { kind }
+    }
+}
+
+/// `count` keys from `first`, `step` apart: forwarded by the key when there is one.
+fn keys_from(req: &Request, first: usize, step: usize, count: usize) -> Dispatch<'_> {
+    if count == 1 {
+        Dispatch::Forward {
+            key: req.arg(first).unwrap_or_default(),
+        }
+    } else {
+        Dispatch::ForwardSameServer {
+            keys: KeyRanges::one(KeyRange::new(first, step, first + step * (count - 1) + 1)),
+        }
+    }
+}
+
+fn route<'a>(spec: &CommandSpec, keys: Keys, req: &'a Request) -> Dispatch<'a> {
+    let argc = req.argc();
+    match keys {
+        Keys::Placeholder => Dispatch::Forward {
             key: PLACEHOLDER_KEY,
         },
-        Arity::Argx if argc > 2 => match spec.name {
-            "MGET" => Dispatch::Split {
-                kind: SplitKind::Mget,
-            },
-            "DEL" => Dispatch::Split {
-                kind: SplitKind::Del,
-            },
-            "UNLINK" => Dispatch::Split {
-                kind: SplitKind::Unlink,
-            },
-            _ => Dispatch::Split {
-                kind: SplitKind::Touch,
-            },
-        },
-        Arity::Argkvx if argc > 3 => Dispatch::Split {
-            kind: SplitKind::Mset,
-        },
-        Arity::Argn if spec.name == "EXISTS" && argc > 2 => Dispatch::Split {
-            kind: SplitKind::Exists,
-        },
-        Arity::Argeval => {
-            let numkeys = req.arg(2).and_then(all_digits);
-            match numkeys {
-                Some(n) if n >= 1 && 3 + n <= argc => {
-                    if n == 1 {
-                        Dispatch::Forward {
-                            key: req.arg(3).unwrap_or_default(),
-                        }
-                    } else {
-                        Dispatch::ForwardSameServer {
-                            keys: KeyRanges::one(KeyRange::new(3, 1, 3 + n)),
-                        }
-                    }
-                }
-                Some(0) => Dispatch::Reply(error_reply(
-                    "EVAL without keys cannot be routed by walnut: numkeys must be at least 1",
-                )),
-                Some(_) => Dispatch::Reply(error_reply(
-                    "Number of keys can't be greater than number of args",
-                )),
-                None => Dispatch::Reply(error_reply("value is not an integer or out of range")),
+        Keys::Span { first, count } => {
+            let (first, count) = (usize::from(first), usize::from(count));
+            if first + count > argc {
+                return wrong_arity(spec.name);
             }
+            keys_from(req, first, 1, count)
         }
-        _ => Dispatch::Forward {
+        Keys::ToEnd { first, step } => {
+            let (first, step) = (usize::from(first), usize::from(step).max(1));
+            if first >= argc {
+                return wrong_arity(spec.name);
+            }
+            keys_from(req, first, step, (argc - first).div_ceil(step))
+        }
+        Keys::Numkeys { at } => numkeys(spec, req, usize::from(at), false),
+        Keys::DestNumkeys => numkeys(spec, req, 2, true),
+        Keys::StoreOption { from } => store_option(req, usize::from(from)),
+        Keys::Streams => streams(spec, req),
+        Keys::Subcommand(table) => subcommand(spec, table, req),
+    }
+}
+
+/// How a command family reports a bad numkeys, in Redis's words.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NumkeysRules {
+    /// EVAL, EVALSHA, FCALL and their `_RO` forms: numkeys 0 is valid in Redis but leaves
+    /// walnut nothing to route by.
+    Script {
+        family: &'static str,
+        not_an_integer: &'static str,
+    },
+    /// ZUNION, ZINTER, ZDIFF, ZINTERCARD and the `*STORE` forms.
+    SortedSet,
+    /// LMPOP, ZMPOP.
+    Pop,
+    /// SINTERCARD.
+    Intercard,
+}
+
+impl NumkeysRules {
+    fn of(name: &str) -> NumkeysRules {
+        match name {
+            "EVAL" | "EVALSHA" | "EVAL_RO" | "EVALSHA_RO" => NumkeysRules::Script {
+                family: "EVAL",
+                not_an_integer: NOT_AN_INTEGER,
+            },
+            "FCALL" | "FCALL_RO" => NumkeysRules::Script {
+                family: "FCALL",
+                not_an_integer: "Bad number of keys provided",
+            },
+            "LMPOP" | "ZMPOP" => NumkeysRules::Pop,
+            "SINTERCARD" => NumkeysRules::Intercard,
+            _ => NumkeysRules::SortedSet,
+        }
+    }
+}
+
+/// `numkeys` at `at` and that many keys after it, plus a destination key at 1 for `dest`.
+fn numkeys<'a>(spec: &CommandSpec, req: &'a Request, at: usize, dest: bool) -> Dispatch<'a> {
+    let argc = req.argc();
+    let first = at + 1;
+    let rules = NumkeysRules::of(spec.name);
+    let script = matches!(rules, NumkeysRules::Script { .. });
+    // Redis's own arity leaves room for at least one key (scripts may have none).
+    if argc < first || (!script && argc == first) {
+        return wrong_arity(spec.name);
+    }
+    let n = parse_integer(req.arg(at).unwrap_or_default());
+    let available = (argc - first) as i64;
+    let problem = match (rules, n) {
+        (NumkeysRules::Script { not_an_integer, .. }, None) => Some(not_an_integer.to_owned()),
+        (NumkeysRules::Script { .. }, Some(n)) if n < 0 => Some(NEGATIVE_KEYS.to_owned()),
+        (NumkeysRules::Script { family, .. }, Some(0)) => Some(format!(
+            "{family} without keys cannot be routed by walnut: numkeys must be at least 1"
+        )),
+        (NumkeysRules::SortedSet, None) => Some(NOT_AN_INTEGER.to_owned()),
+        (NumkeysRules::SortedSet, Some(n)) if n < 1 => Some(format!(
+            "at least 1 input key is needed for '{}' command",
+            spec.name.to_ascii_lowercase()
+        )),
+        (NumkeysRules::Pop | NumkeysRules::Intercard, None) => {
+            Some(NUMKEYS_NOT_POSITIVE.to_owned())
+        }
+        (NumkeysRules::Pop | NumkeysRules::Intercard, Some(n)) if n < 1 => {
+            Some(NUMKEYS_NOT_POSITIVE.to_owned())
+        }
+        (NumkeysRules::Script { .. } | NumkeysRules::Intercard, Some(n)) if n > available => {
+            Some(TOO_MANY_KEYS.to_owned())
+        }
+        (NumkeysRules::SortedSet | NumkeysRules::Pop, Some(n)) if n > available => {
+            Some(SYNTAX_ERROR.to_owned())
+        }
+        _ => None,
+    };
+    if let Some(message) = problem {
+        return reply_error(&message);
+    }
+    // 1 <= n <= available, checked above.
+    let n = n.unwrap_or(1) as usize;
+    if dest {
+        Dispatch::ForwardSameServer {
+            keys: KeyRanges([KeyRange::new(1, 1, 2), KeyRange::new(first, 1, first + n)]),
+        }
+    } else {
+        keys_from(req, first, 1, n)
+    }
+}
+
+/// SORT (`… STORE dst`) and GEORADIUS[BYMEMBER] (`… STORE|STOREDIST dst`): the key at 1,
+/// plus the destination when there is one. Option values are skipped, so a SORT pattern
+/// that reads `store` is not taken for the option; the last STORE wins, as in Redis.
+fn store_option(req: &Request, from: usize) -> Dispatch<'_> {
+    let argc = req.argc();
+    let mut dest = None;
+    let mut args = req.args().enumerate().skip(from);
+    while let Some((i, arg)) = args.next() {
+        let is = |name: &str| arg.eq_ignore_ascii_case(name.as_bytes());
+        let values = if is("STORE") || is("STOREDIST") {
+            if i + 1 < argc {
+                dest = Some(i + 1);
+            }
+            1
+        } else if is("LIMIT") {
+            2
+        } else if is("BY") || is("GET") || is("COUNT") {
+            1
+        } else {
+            0
+        };
+        for _ in 0..values {
+            args.next();
+        }
+    }
+    match dest {
+        Some(d) => Dispatch::ForwardSameServer {
+            keys: KeyRanges([KeyRange::new(1, 1, 2), KeyRange::new(d, 1, d + 1)]),
+        },
+        None => Dispatch::Forward {
             key: req.arg(1).unwrap_or_default(),
         },
+    }
+}
+
+/// XREAD, XREADGROUP: options, then `STREAMS key [key …] id [id …]`. With `BLOCK` the
+/// command would hold the shared backend connection, so it is refused.
+fn streams<'a>(spec: &CommandSpec, req: &'a Request) -> Dispatch<'a> {
+    let argc = req.argc();
+    let mut blocking = false;
+    let mut streams_at = None;
+    let mut args = req.args().enumerate().skip(1);
+    while let Some((i, arg)) = args.next() {
+        let is = |name: &str| arg.eq_ignore_ascii_case(name.as_bytes());
+        let values = if is("STREAMS") {
+            streams_at = Some(i);
+            break;
+        } else if is("BLOCK") {
+            blocking = true;
+            1
+        } else if is("COUNT") || is("CLAIM") {
+            1
+        } else if is("GROUP") {
+            2
+        } else {
+            0
+        };
+        for _ in 0..values {
+            args.next();
+        }
+    }
+    if blocking {
+        return refusal(spec.name, Refusal::Blocking);
+    }
+    let Some(at) = streams_at else {
+        return reply_error(SYNTAX_ERROR);
+    };
+    let rest = argc - at - 1;
+    if rest == 0 {
+        return reply_error(SYNTAX_ERROR);
+    }
+    if rest % 2 == 1 {
+        return reply_error(UNBALANCED_STREAMS);
+    }
+    keys_from(req, at + 1, 1, rest / 2)
+}
+
+/// OBJECT, XGROUP, XINFO: the subcommand decides the arity and the key.
+fn subcommand<'a>(
+    spec: &CommandSpec,
+    table: &'static [Subcommand],
+    req: &'a Request,
+) -> Dispatch<'a> {
+    let name = req.arg(1).unwrap_or_default();
+    let Some(sub) = command::lookup_subcommand(table, name) else {
+        return reply_error(&format!(
+            "unknown subcommand '{}'. Try {} HELP.",
+            shown(name),
+            spec.name
+        ));
+    };
+    if !command::arity_ok(sub.arity, req.argc()) {
+        return wrong_arity(&format!("{}|{}", spec.name, sub.name));
+    }
+    route(spec, sub.keys, req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::request::testutil::encode;
+    use super::super::request::{Limits, RequestDecoder};
+    use super::*;
+    use bytes::BytesMut;
+
+    fn request(args: &[&[u8]]) -> Request {
+        let mut buf = BytesMut::from(&encode(args)[..]);
+        let mut decoder = RequestDecoder::new(Limits::default());
+        decoder.decode(&mut buf).unwrap().unwrap()
+    }
+
+    /// Asserts the decision for a request given as space-separated words.
+    #[track_caller]
+    fn check(words: &str, want: Dispatch<'_>) {
+        let args: Vec<&[u8]> = words.split(' ').map(str::as_bytes).collect();
+        check_args(&args, want);
+    }
+
+    #[track_caller]
+    fn check_args(args: &[&[u8]], want: Dispatch<'_>) {
+        let req = request(args);
+        assert_eq!(
+            dispatch(&req),
+            want,
+            "{:?}",
+            String::from_utf8_lossy(&encode(args))
+        );
+    }
+
+    fn fwd(key: &str) -> Dispatch<'_> {
+        Dispatch::Forward {
+            key: key.as_bytes(),
+        }
+    }
+
+    /// ForwardSameServer over `(first, step, end)` ranges.
+    fn same(ranges: &[(usize, usize, usize)]) -> Dispatch<'static> {
+        let mut keys = [KeyRange::EMPTY; 2];
+        for (slot, &(first, step, end)) in keys.iter_mut().zip(ranges) {
+            *slot = KeyRange::new(first, step, end);
+        }
+        Dispatch::ForwardSameServer {
+            keys: KeyRanges(keys),
+        }
+    }
+
+    fn split(kind: SplitKind) -> Dispatch<'static> {
+        Dispatch::Split { kind }
+    }
+
+    /// A reply given without the trailing CRLF.
+    fn reply(text: &str) -> Dispatch<'static> {
+        Dispatch::Reply(format!("{text}\r\n").into_bytes())
+    }
+
+    fn arity(name: &str) -> Dispatch<'static> {
+        reply(&format!(
+            "-ERR wrong number of arguments for '{name}' command"
+        ))
+    }
+
+    #[test]
+    fn twemproxy_classes_route_by_their_key() {
+        // argz / nokey: the placeholder key.
+        check("COMMAND", fwd("placeholder"));
+        check("LOLWUT", fwd("placeholder"));
+        check("LOLWUT VERSION 5", fwd("placeholder"));
+        // arg0 .. arg3, argn: the first argument.
+        check("GET k", fwd("k"));
+        check("EXPIRE k 10", fwd("k"));
+        check("SETEX k 10 v", fwd("k"));
+        check("LINSERT k BEFORE p v", fwd("k"));
+        check("SET k v EX 10 GET", fwd("k"));
+        check("HSET h f v f2 v2", fwd("h"));
+        check("ZRANGEBYSCORE z 0 10 WITHSCORES", fwd("z"));
+        check("ZREMRANGEBYSCORE z 0 10", fwd("z"));
+        check("ZSCORE z m", fwd("z"));
+        check("SETRANGE k 0 v", fwd("k"));
+        check("GETEX k PERSIST", fwd("k"));
+        check("GETDEL k", fwd("k"));
+        check("SMISMEMBER s a b", fwd("s"));
+        check("GEOSEARCH g FROMMEMBER m BYRADIUS 1 km", fwd("g"));
+        check("BITFIELD b GET u8 0", fwd("b"));
+        check("RESTORE k 0 payload", fwd("k"));
+    }
+
+    #[test]
+    fn mixed_case_names_and_options() {
+        check("gEt k", fwd("k"));
+        check("mGeT a b", split(SplitKind::Mget));
+        check("zUnIoNsToRe d 2 a b", same(&[(1, 1, 2), (3, 1, 5)]));
+        check("sort k limit 0 1 store d", same(&[(1, 1, 2), (6, 1, 7)]));
+        check("xread count 1 streams s 0", fwd("s"));
+        check("object encoding k", fwd("k"));
+        check("Select 0", reply("+OK"));
+    }
+
+    #[test]
+    fn split_commands_forward_one_key_and_split_more() {
+        check("MGET a", fwd("a"));
+        check("MGET a b", split(SplitKind::Mget));
+        check("DEL a", fwd("a"));
+        check("DEL a b c", split(SplitKind::Del));
+        check("UNLINK a", fwd("a"));
+        check("UNLINK a b", split(SplitKind::Unlink));
+        check("TOUCH a", fwd("a"));
+        check("TOUCH a b", split(SplitKind::Touch));
+        check("EXISTS a", fwd("a"));
+        check("EXISTS a b", split(SplitKind::Exists));
+        check("MSET a 1", fwd("a"));
+        check("MSET a 1 b 2", split(SplitKind::Mset));
+        check("MSET a 1 b", arity("mset"));
+        check("MSET a", arity("mset"));
+        check("MGET", arity("mget"));
+        check("EXISTS", arity("exists"));
+    }
+
+    #[test]
+    fn multi_key_commands_need_one_server() {
+        check("SDIFF a", fwd("a"));
+        check("SDIFF a b c", same(&[(1, 1, 4)]));
+        check("SDIFFSTORE d a b", same(&[(1, 1, 4)]));
+        check("SINTER a b", same(&[(1, 1, 3)]));
+        check("SINTERSTORE d a", same(&[(1, 1, 3)]));
+        check("SUNION a b", same(&[(1, 1, 3)]));
+        check("SUNIONSTORE d a b", same(&[(1, 1, 4)]));
+        check("SMOVE a b m", same(&[(1, 1, 3)]));
+        check("RPOPLPUSH a b", same(&[(1, 1, 3)]));
+        check("LMOVE a b LEFT RIGHT", same(&[(1, 1, 3)]));
+        check("PFCOUNT a", fwd("a"));
+        check("PFCOUNT a b", same(&[(1, 1, 3)]));
+        check("PFMERGE d a b", same(&[(1, 1, 4)]));
+        check("ZRANGESTORE d src 0 -1", same(&[(1, 1, 3)]));
+        check(
+            "GEOSEARCHSTORE d src FROMMEMBER m BYRADIUS 1 km",
+            same(&[(1, 1, 3)]),
+        );
+        check("COPY a b", same(&[(1, 1, 3)]));
+        check("COPY a b REPLACE", same(&[(1, 1, 3)]));
+        check("COPY a", arity("copy"));
+        check("ZRANGESTORE d", arity("zrangestore"));
+        check("RENAME a b", same(&[(1, 1, 3)]));
+        check("RENAMENX a b", same(&[(1, 1, 3)]));
+        check("RENAME a", arity("rename"));
+        check("LCS a b", same(&[(1, 1, 3)]));
+        check("LCS a b LEN", same(&[(1, 1, 3)]));
+        check("MSETNX a 1", fwd("a"));
+        check("MSETNX a 1 b 2 c 3", same(&[(1, 2, 6)]));
+        check("MSETNX a 1 b", arity("msetnx"));
+        check("BITOP AND d a", same(&[(2, 1, 4)]));
+        check("BITOP OR d a b", same(&[(2, 1, 5)]));
+        check("BITOP NOT d", arity("bitop"));
+    }
+
+    #[test]
+    fn numkeys_commands() {
+        check(
+            "ZUNIONSTORE dst 2 a b WEIGHTS 1 2",
+            same(&[(1, 1, 2), (3, 1, 5)]),
+        );
+        check("ZINTERSTORE dst 1 a", same(&[(1, 1, 2), (3, 1, 4)]));
+        check("ZDIFFSTORE dst 2 a b", same(&[(1, 1, 2), (3, 1, 5)]));
+        check("ZUNION 1 a", fwd("a"));
+        check("ZUNION 2 a b WITHSCORES", same(&[(2, 1, 4)]));
+        check("ZINTER 2 a b", same(&[(2, 1, 4)]));
+        check("ZDIFF 3 a b c", same(&[(2, 1, 5)]));
+        check("ZINTERCARD 2 a b LIMIT 1", same(&[(2, 1, 4)]));
+        check("LMPOP 2 a b LEFT", same(&[(2, 1, 4)]));
+        check("LMPOP 1 a LEFT COUNT 2", fwd("a"));
+        check("ZMPOP 2 a b MIN", same(&[(2, 1, 4)]));
+        check("SINTERCARD 2 a b LIMIT 1", same(&[(2, 1, 4)]));
+        check("SINTERCARD 1 a", fwd("a"));
+        check("EVAL s 2 a b x", same(&[(3, 1, 5)]));
+        check("EVAL s 1 a x y", fwd("a"));
+        check("EVALSHA sha 2 a b", same(&[(3, 1, 5)]));
+        check("EVAL_RO s 1 a", fwd("a"));
+        check("EVALSHA_RO sha 2 a b", same(&[(3, 1, 5)]));
+        check("FCALL f 2 a b x", same(&[(3, 1, 5)]));
+        check("FCALL_RO f 1 a", fwd("a"));
+    }
+
+    #[test]
+    fn bad_numkeys_get_redis_errors() {
+        // EVAL family.
+        check(
+            "EVAL s 0 x",
+            reply("-ERR EVAL without keys cannot be routed by walnut: numkeys must be at least 1"),
+        );
+        check(
+            "EVALSHA sha 0 x",
+            reply("-ERR EVAL without keys cannot be routed by walnut: numkeys must be at least 1"),
+        );
+        check(
+            "FCALL f 0",
+            reply("-ERR FCALL without keys cannot be routed by walnut: numkeys must be at least 1"),
+        );
+        check(
+            "EVAL s x a",
+            reply("-ERR value is not an integer or out of range"),
+        );
+        check(
+            "EVAL s 01 a",
+            reply("-ERR value is not an integer or out of range"),
+        );
+        check(
+            "EVAL s +1 a",
+            reply("-ERR value is not an integer or out of range"),
+        );
+        check(
+            "EVAL s -1 a",
+            reply("-ERR Number of keys can't be negative"),
+        );
+        check(
+            "EVAL s 3 a b",
+            reply("-ERR Number of keys can't be greater than number of args"),
+        );
+        check("EVAL s 1", arity("eval"));
+        check("FCALL f x a", reply("-ERR Bad number of keys provided"));
+        check(
+            "FCALL f -1 a",
+            reply("-ERR Number of keys can't be negative"),
+        );
+        check(
+            "FCALL f 2 a",
+            reply("-ERR Number of keys can't be greater than number of args"),
+        );
+        // Sorted sets.
+        check(
+            "ZUNIONSTORE d x a",
+            reply("-ERR value is not an integer or out of range"),
+        );
+        check(
+            "ZUNIONSTORE d 0 a",
+            reply("-ERR at least 1 input key is needed for 'zunionstore' command"),
+        );
+        check(
+            "ZINTER -1 a",
+            reply("-ERR at least 1 input key is needed for 'zinter' command"),
+        );
+        check("ZUNIONSTORE d 3 a b", reply("-ERR syntax error"));
+        check("ZDIFF 3 a b", reply("-ERR syntax error"));
+        check("ZUNIONSTORE d 1", arity("zunionstore"));
+        check("ZUNIONSTORE d", arity("zunionstore"));
+        check("ZUNION 1", arity("zunion"));
+        check(
+            "ZINTERCARD 0 a",
+            reply("-ERR at least 1 input key is needed for 'zintercard' command"),
+        );
+        // Pops and SINTERCARD.
+        check(
+            "LMPOP x a LEFT",
+            reply("-ERR numkeys should be greater than 0"),
+        );
+        check(
+            "LMPOP 0 a LEFT",
+            reply("-ERR numkeys should be greater than 0"),
+        );
+        check("ZMPOP 3 a MIN", reply("-ERR syntax error"));
+        check("LMPOP 1 a", arity("lmpop"));
+        check(
+            "SINTERCARD x a",
+            reply("-ERR numkeys should be greater than 0"),
+        );
+        check(
+            "SINTERCARD 3 a b",
+            reply("-ERR Number of keys can't be greater than number of args"),
+        );
+        check(
+            "EVAL s 99999999999999999999 a",
+            reply("-ERR value is not an integer or out of range"),
+        );
+    }
+
+    #[test]
+    fn store_options_add_the_destination() {
+        check("SORT k", fwd("k"));
+        check("SORT k ALPHA DESC", fwd("k"));
+        check("SORT k STORE d", same(&[(1, 1, 2), (3, 1, 4)]));
+        check("SORT k BY w_* GET # STORE d", same(&[(1, 1, 2), (7, 1, 8)]));
+        // A pattern that reads "store" is a value, not the option.
+        check("SORT k BY store", fwd("k"));
+        check("SORT k GET store LIMIT 0 10", fwd("k"));
+        check("SORT k STORE d1 STORE d2", same(&[(1, 1, 2), (5, 1, 6)]));
+        check("SORT k STORE", fwd("k"));
+        check("SORT_RO k BY w_*", fwd("k"));
+        check("GEORADIUS g 0 0 1 km", fwd("g"));
+        check(
+            "GEORADIUS g 0 0 1 km COUNT 5 STORE d",
+            same(&[(1, 1, 2), (9, 1, 10)]),
+        );
+        check(
+            "GEORADIUS g 0 0 1 km STOREDIST d",
+            same(&[(1, 1, 2), (7, 1, 8)]),
+        );
+        check(
+            "GEORADIUSBYMEMBER g m 1 km STORE d",
+            same(&[(1, 1, 2), (6, 1, 7)]),
+        );
+        check("GEORADIUSBYMEMBER g m 1 km WITHDIST", fwd("g"));
+        check("GEORADIUS_RO g 0 0 1 km", fwd("g"));
+        check("GEORADIUSBYMEMBER_RO g m 1 km", fwd("g"));
+    }
+
+    #[test]
+    fn streams() {
+        check("XREAD COUNT 2 STREAMS s1 s2 0 0", same(&[(4, 1, 6)]));
+        check("XREAD STREAMS s 0", fwd("s"));
+        check(
+            "XREADGROUP GROUP g c COUNT 1 NOACK STREAMS s1 s2 > >",
+            same(&[(8, 1, 10)]),
+        );
+        check("XREADGROUP GROUP streams c STREAMS s >", fwd("s"));
+        let blocking = "-ERR command 'xread' is not supported by walnut: \
+                        blocking commands would stall a shared backend connection";
+        check("XREAD BLOCK 0 STREAMS s 0", reply(blocking));
+        check("xread count 1 block 10 streams s $", reply(blocking));
+        check(
+            "XREADGROUP GROUP g c BLOCK 100 STREAMS s >",
+            reply(
+                "-ERR command 'xreadgroup' is not supported by walnut: \
+                 blocking commands would stall a shared backend connection",
+            ),
+        );
+        // BLOCK after STREAMS is a key.
+        check("XREAD STREAMS BLOCK 0", fwd("BLOCK"));
+        check(
+            "XREAD STREAMS a b 0",
+            reply(
+                "-ERR Unbalanced XREAD list of streams: \
+                 for each stream key an ID or '$' must be specified.",
+            ),
+        );
+        check("XREAD COUNT 1 a b", reply("-ERR syntax error"));
+        check("XREAD COUNT 1 STREAMS", reply("-ERR syntax error"));
+        check("XREAD STREAMS", arity("xread"));
+        check("XREADGROUP GROUP g c STREAMS s", arity("xreadgroup"));
+    }
+
+    #[test]
+    fn added_single_key_commands() {
+        for words in [
+            "GETEX k EX 10",
+            "GETDEL k",
+            "XADD k * f v",
+            "XRANGE k - +",
+            "XREVRANGE k + -",
+            "XLEN k",
+            "XDEL k 1-1",
+            "XTRIM k MAXLEN 10",
+            "XACK k g 1-1",
+            "XCLAIM k g c 0 1-1",
+            "XAUTOCLAIM k g c 0 0",
+            "XPENDING k g",
+            "XSETID k 1-1",
+            "EXPIRETIME k",
+            "PEXPIRETIME k",
+            "HSETEX k FIELDS 1 f v",
+            "HGETEX k PERSIST FIELDS 1 f",
+            "HGETDEL k FIELDS 1 f",
+            "HEXPIRE k 10 FIELDS 1 f",
+            "HPEXPIRE k 10 NX FIELDS 1 f",
+            "HEXPIREAT k 10 FIELDS 1 f",
+            "HPEXPIREAT k 10 FIELDS 1 f",
+            "HTTL k FIELDS 1 f",
+            "HPTTL k FIELDS 1 f",
+            "HEXPIRETIME k FIELDS 1 f",
+            "HPEXPIRETIME k FIELDS 1 f",
+            "HPERSIST k FIELDS 1 f",
+            "BITFIELD_RO k GET u8 0",
+            "SORT_RO k",
+            "SUBSTR k 0 1",
+        ] {
+            check(words, fwd("k"));
+        }
+    }
+
+    #[test]
+    fn added_commands_check_redis_arity() {
+        check("XLEN", arity("xlen"));
+        check("XLEN k x", arity("xlen"));
+        check("XADD k *", arity("xadd"));
+        check("HTTL k FIELDS 1", arity("httl"));
+        check("HSETEX k FIELDS 1 f", arity("hsetex"));
+        check("EXPIRETIME k x", arity("expiretime"));
+        check("LCS a", arity("lcs"));
+        check("GET", arity("get"));
+        check("GET a b", arity("get"));
+        check("ECHO", arity("echo"));
+        check("ECHO a b", arity("echo"));
+        check("SELECT", arity("select"));
+        check("SELECT 0 1", arity("select"));
+        check("CLIENT", arity("client"));
+        check("AUTH", arity("auth"));
+        check("AUTH user pass", arity("auth"));
+        check("PING a b", arity("ping"));
+    }
+
+    #[test]
+    fn subcommands_route_by_the_key_at_2() {
+        check("OBJECT ENCODING k", fwd("k"));
+        check("object freq k", fwd("k"));
+        check("OBJECT IDLETIME k", fwd("k"));
+        check("OBJECT REFCOUNT k", fwd("k"));
+        check("OBJECT HELP", fwd("placeholder"));
+        check("XINFO STREAM k FULL", fwd("k"));
+        check("XINFO GROUPS k", fwd("k"));
+        check("XINFO CONSUMERS k g", fwd("k"));
+        check("XGROUP CREATE k g $ MKSTREAM", fwd("k"));
+        check("XGROUP CREATECONSUMER k g c", fwd("k"));
+        check("XGROUP DELCONSUMER k g c", fwd("k"));
+        check("XGROUP DESTROY k g", fwd("k"));
+        check("XGROUP SETID k g $", fwd("k"));
+        check("xgroup help", fwd("placeholder"));
+        check("OBJECT", arity("object"));
+        check("OBJECT ENCODING", arity("object|encoding"));
+        check("OBJECT encoding a b", arity("object|encoding"));
+        check("OBJECT HELP x", arity("object|help"));
+        check("XGROUP CREATE k", arity("xgroup|create"));
+        check("XINFO STREAM", arity("xinfo|stream"));
+        check(
+            "OBJECT Foo k",
+            reply("-ERR unknown subcommand 'Foo'. Try OBJECT HELP."),
+        );
+        check(
+            "XINFO FOO",
+            reply("-ERR unknown subcommand 'FOO'. Try XINFO HELP."),
+        );
+        check(
+            "XGROUP x",
+            reply("-ERR unknown subcommand 'x'. Try XGROUP HELP."),
+        );
+    }
+
+    #[test]
+    fn connect_time_commands_are_answered_locally() {
+        check("CLIENT SETINFO lib-name redis-py", reply("+OK"));
+        check("client setinfo LIB-VER 5.0", reply("+OK"));
+        check("CLIENT SETINFO lib-name", arity("client|setinfo"));
+        check(
+            "CLIENT SETNAME app",
+            Dispatch::SetClientName { name: b"app" },
+        );
+        check_args(
+            &[b"CLIENT", b"SETNAME", b""],
+            Dispatch::SetClientName { name: b"" },
+        );
+        check_args(
+            &[b"CLIENT", b"setname", b"a b"],
+            reply("-ERR Client names cannot contain spaces, newlines or special characters."),
+        );
+        check("CLIENT SETNAME", arity("client|setname"));
+        check("CLIENT GETNAME", Dispatch::GetClientName);
+        check("client GetName", Dispatch::GetClientName);
+        check("CLIENT GETNAME x", arity("client|getname"));
+        check(
+            "CLIENT KILL ID 1",
+            reply("-ERR command 'client|kill' is not supported by walnut"),
+        );
+        check(
+            "CLIENT List",
+            reply("-ERR command 'client|list' is not supported by walnut"),
+        );
+        check("SELECT 0", reply("+OK"));
+        let select = "-ERR SELECT is not supported by walnut: only SELECT 0 is allowed \
+                      (the pool's database is set by redis_db)";
+        check("SELECT 1", reply(select));
+        check("SELECT -1", reply(select));
+        check("SELECT 15", reply(select));
+        for bad in ["x", "00", "+0", "-0", " 0", "0x1", "", "4294967296"] {
+            check_args(
+                &[b"SELECT", bad.as_bytes()],
+                reply("-ERR value is not an integer or out of range"),
+            );
+        }
+        check("ECHO hello", Dispatch::Reply(b"$5\r\nhello\r\n".to_vec()));
+        check_args(&[b"ECHO", b""], Dispatch::Reply(b"$0\r\n\r\n".to_vec()));
+        check("PING", Dispatch::Reply(b"+PONG\r\n".to_vec()));
+        check("PING hi", Dispatch::Reply(b"$2\r\nhi\r\n".to_vec()));
+        check("AUTH pw", Dispatch::Auth { password: b"pw" });
+        check("QUIT", Dispatch::Quit);
+    }
+
+    #[test]
+    fn hello_gets_redis_unknown_command_reply() {
+        check(
+            "HELLO 3",
+            reply("-ERR unknown command 'HELLO', with args beginning with: '3' "),
+        );
+        check(
+            "hello 3 AUTH default pw",
+            reply(
+                "-ERR unknown command 'hello', with args beginning with: \
+                 '3' 'AUTH' 'default' 'pw' ",
+            ),
+        );
+        check(
+            "HELLO",
+            reply("-ERR unknown command 'HELLO', with args beginning with: "),
+        );
+        // 128 bytes of arguments are shown in all, as Redis does.
+        let a = "a".repeat(100);
+        let b = "b".repeat(100);
+        check(
+            &format!("HELLO {a} {b} c"),
+            reply(&format!(
+                "-ERR unknown command 'HELLO', with args beginning with: '{a}' '{}' ",
+                &b[..25]
+            )),
+        );
+        let long = "x".repeat(200);
+        check(
+            &format!("HELLO {long}"),
+            reply(&format!(
+                "-ERR unknown command 'HELLO', with args beginning with: '{}' ",
+                &long[..128]
+            )),
+        );
+        check_args(
+            &[b"HELLO", b"a\r\nb", b"c\0d", b"\xff"],
+            Dispatch::Reply(
+                b"-ERR unknown command 'HELLO', with args beginning with: 'a  b' 'c' '\xff' \r\n"
+                    .to_vec(),
+            ),
+        );
+    }
+
+    #[test]
+    fn refused_commands() {
+        for name in [
+            "BLPOP",
+            "BRPOP",
+            "BRPOPLPUSH",
+            "BLMOVE",
+            "BLMPOP",
+            "BZPOPMIN",
+            "BZPOPMAX",
+            "BZMPOP",
+            "WAIT",
+            "WAITAOF",
+        ] {
+            let lower = name.to_ascii_lowercase();
+            check(
+                &format!("{name} k 0"),
+                reply(&format!(
+                    "-ERR command '{lower}' is not supported by walnut: \
+                     blocking commands would stall a shared backend connection"
+                )),
+            );
+        }
+        for name in ["MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH"] {
+            let lower = name.to_ascii_lowercase();
+            check(
+                name,
+                reply(&format!(
+                    "-ERR command '{lower}' is not supported by walnut: \
+                     transactions would stall a shared backend connection"
+                )),
+            );
+        }
+        for name in [
+            "SUBSCRIBE",
+            "PSUBSCRIBE",
+            "SSUBSCRIBE",
+            "UNSUBSCRIBE",
+            "PUNSUBSCRIBE",
+            "SUNSUBSCRIBE",
+            "PUBLISH",
+            "SPUBLISH",
+            "PUBSUB",
+        ] {
+            let lower = name.to_ascii_lowercase();
+            check(
+                &format!("{name} ch"),
+                reply(&format!(
+                    "-ERR command '{lower}' is not supported by walnut: \
+                     pub/sub would stall a shared backend connection"
+                )),
+            );
+        }
+        for name in [
+            "KEYS",
+            "SCAN",
+            "RANDOMKEY",
+            "DBSIZE",
+            "FLUSHALL",
+            "FLUSHDB",
+            "INFO",
+            "CONFIG",
+            "SAVE",
+            "BGSAVE",
+            "BGREWRITEAOF",
+            "SHUTDOWN",
+            "MONITOR",
+            "SLAVEOF",
+            "REPLICAOF",
+            "DEBUG",
+            "SCRIPT",
+            "FUNCTION",
+            "MOVE",
+            "MIGRATE",
+            "SWAPDB",
+            "TIME",
+            "ROLE",
+            "CLUSTER",
+            "READONLY",
+            "READWRITE",
+            "RESET",
+            "ACL",
+            "LATENCY",
+            "MEMORY",
+            "MODULE",
+            "SLOWLOG",
+            "LASTSAVE",
+            "FAILOVER",
+            "PSYNC",
+            "SYNC",
+            "REPLCONF",
+            "ASKING",
+        ] {
+            let lower = name.to_ascii_lowercase();
+            let want = format!("-ERR command '{lower}' is not supported by walnut");
+            check(name, reply(&want));
+            check(&format!("{lower} a b"), reply(&want));
+        }
+    }
+
+    #[test]
+    fn unknown_commands() {
+        check("FROBNICATE x", reply("-ERR unknown command 'FROBNICATE'"));
+        check("stralgo LCS", reply("-ERR unknown command 'stralgo'"));
+        // The name cannot break the reply into two lines.
+        check_args(&[b"A\r\n+OK"], reply("-ERR unknown command 'A  +OK'"));
+        let long = "Z".repeat(300);
+        check(
+            &long,
+            reply(&format!("-ERR unknown command '{}'", &long[..128])),
+        );
+    }
+
+    #[test]
+    fn integers_parse_like_redis() {
+        assert_eq!(parse_integer(b"0"), Some(0));
+        assert_eq!(parse_integer(b"-5"), Some(-5));
+        assert_eq!(parse_integer(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_integer(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [
+            &b""[..],
+            b"-",
+            b"-0",
+            b"00",
+            b"01",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"1.0",
+            b"9223372036854775808",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(parse_integer(bad), None, "{:?}", bad);
+        }
     }
 }
