@@ -2,6 +2,7 @@
 //! processes on free loopback ports, each stopped by its PID when dropped.
 #![allow(dead_code)]
 
+pub mod raw;
 pub mod resp;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
