@@ -207,7 +207,8 @@ impl Session {
             }
             Dispatch::Split { kind } => self.split(snapshot, kind, &request),
             Dispatch::SetClientName { name } => {
-                self.client_name = Some(Bytes::copy_from_slice(name));
+                // An empty name clears it, as in Redis.
+                self.client_name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
                 self.push_ready(Bytes::from_static(dispatch::OK));
             }
             Dispatch::GetClientName => {
