@@ -452,3 +452,121 @@ fn a_client_that_never_reads_is_bounded() {
     assert_eq!(other.cmd_str(&["PING"]), Value::Status("PONG".into()));
     drop(stream);
 }
+
+/// Connections the backend sees, from its own CLIENT LIST, minus the asking one.
+fn backend_connections(backend: &RedisServer) -> usize {
+    let Value::Bulk(list) = backend.client().cmd_str(&["CLIENT", "LIST"]) else {
+        panic!("CLIENT LIST")
+    };
+    String::from_utf8_lossy(&list).lines().count() - 1
+}
+
+#[test]
+fn preconnect_opens_a_connection_to_every_server_at_start() {
+    let backends = vec![RedisServer::start(), RedisServer::start()];
+    let port = free_port();
+    let _walnut = ProxyProcess::walnut(
+        &pool_config(port, &backends, "  preconnect: true\n"),
+        &[local(port)],
+    );
+    for backend in &backends {
+        wait_until(
+            "the preconnected connection",
+            Duration::from_secs(20),
+            || backend_connections(backend) == 1,
+        );
+    }
+    // Without preconnect nothing connects before the first request.
+    let lazy = vec![RedisServer::start()];
+    let lazy_port = free_port();
+    let _lazy_walnut =
+        ProxyProcess::walnut(&pool_config(lazy_port, &lazy, ""), &[local(lazy_port)]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(backend_connections(&lazy[0]), 0);
+}
+
+#[test]
+fn a_busy_reply_is_passed_on_and_counts_toward_ejection() {
+    let backends = vec![RedisServer::start(), RedisServer::start()];
+    // Redis answers -BUSY once a script has run longer than this.
+    assert_eq!(
+        backends[0]
+            .client()
+            .cmd_str(&["CONFIG", "SET", "lua-time-limit", "50"]),
+        ok()
+    );
+    let extra =
+        "  auto_eject_hosts: true\n  server_failure_limit: 2\n  server_retry_timeout: 60000\n";
+    let port = free_port();
+    let walnut = ProxyProcess::walnut(&pool_config(port, &backends, extra), &[local(port)]);
+    let mut conn = RespClient::connect(&format!("127.0.0.1:{port}"));
+    for i in 0..100 {
+        assert_eq!(conn.cmd_str(&["SET", &format!("busy:{i}"), "v"]), ok());
+    }
+    let on_busy: Vec<String> = (0..100)
+        .map(|i| format!("busy:{i}"))
+        .filter(|k| backends[0].client().cmd_str(&["EXISTS", k]) == Value::Int(1))
+        .collect();
+    assert!(on_busy.len() >= 2);
+    let mut script_client = backends[0].client();
+    script_client.send_raw(&common::resp::encode(&[
+        b"EVAL",
+        b"while true do end",
+        b"0",
+    ]));
+    std::thread::sleep(Duration::from_millis(200));
+    for key in &on_busy[..2] {
+        match conn.cmd_str(&["GET", key]) {
+            Value::Error(e) => assert!(e.starts_with("BUSY"), "the -BUSY reply is passed on: {e}"),
+            other => panic!("expected -BUSY, got {other:?}"),
+        }
+    }
+    wait_until(
+        "the busy server's ejection",
+        Duration::from_secs(20),
+        || walnut.log().contains("ejecting server"),
+    );
+    let mut killer = backends[0].client();
+    assert_eq!(killer.cmd_str(&["SCRIPT", "KILL"]), ok());
+}
+
+#[test]
+fn a_server_that_stays_dead_fails_its_probe_and_stays_out() {
+    let mut backends = vec![RedisServer::start(), RedisServer::start()];
+    let extra = "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 300\n  timeout: 500\n";
+    let port = free_port();
+    let walnut = ProxyProcess::walnut(&pool_config(port, &backends, extra), &[local(port)]);
+    backends[1].kill();
+    trigger_ejection(port, || walnut.log().contains("ejecting server"));
+    wait_until("two failed probes", Duration::from_secs(30), || {
+        walnut
+            .log()
+            .matches("is still failing its health probe")
+            .count()
+            >= 2
+    });
+    // Every key is served by the live server meanwhile: no burst of errors.
+    let replies = write_keys(port, 300);
+    assert!(
+        replies.iter().all(|r| *r == ok()),
+        "keys of the dead server stay moved while it fails its probe"
+    );
+    backends[1].restart();
+    wait_until("the probe to succeed", Duration::from_secs(30), || {
+        walnut.log().contains("is back in the continuum")
+    });
+}
+
+#[test]
+fn without_the_probe_a_server_rejoins_blindly_as_in_twemproxy() {
+    let mut backends = vec![RedisServer::start(), RedisServer::start()];
+    let extra = "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 300\n  health_probe: false\n";
+    let port = free_port();
+    let walnut = ProxyProcess::walnut(&pool_config(port, &backends, extra), &[local(port)]);
+    backends[1].kill();
+    trigger_ejection(port, || walnut.log().contains("ejecting server"));
+    wait_until("the blind return", Duration::from_secs(30), || {
+        walnut.log().contains("is back in the continuum")
+    });
+    assert!(!walnut.log().contains("health probe"));
+}

@@ -434,3 +434,89 @@ fn dispatch_replies(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(
+        tx: &mpsc::UnboundedSender<ClientReply>,
+        seq: u64,
+        frame: &'static [u8],
+    ) -> BackendRequest {
+        BackendRequest {
+            frame: Bytes::from_static(frame),
+            reply_to: ReplyTo {
+                tx: tx.clone(),
+                seq,
+                part: 0,
+            },
+            deadline: None,
+        }
+    }
+
+    fn empty_pipeline() -> Pipeline {
+        Pipeline {
+            in_flight: VecDeque::new(),
+            unwritten: VecDeque::new(),
+            front_written: 0,
+        }
+    }
+
+    #[test]
+    fn after_a_failure_sent_requests_fail_and_unsent_ones_are_kept_for_retry_in_order() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut pipe = empty_pipeline();
+        for (seq, frame) in [(0, &b"aaaa"[..]), (1, b"bbbb"), (2, b"cccc"), (3, b"dddd")] {
+            pipe.push(request(&tx, seq, frame));
+        }
+        // The first frame is written, the second only half.
+        pipe.advance(6);
+        assert_eq!(pipe.front_written, 2);
+        let mut retry = VecDeque::new();
+        pipe.unwind(&BackendError::ConnectionReset, &mut retry);
+        let kept: Vec<u64> = retry.iter().map(|r| r.reply_to.seq).collect();
+        assert_eq!(kept, vec![2, 3], "never-sent requests keep their order");
+        let mut failed = Vec::new();
+        while let Ok(reply) = rx.try_recv() {
+            assert_eq!(reply.result.unwrap_err(), BackendError::ConnectionReset);
+            failed.push(reply.seq);
+        }
+        assert_eq!(
+            failed,
+            vec![0, 1],
+            "a partly written request counts as sent"
+        );
+    }
+
+    #[test]
+    fn expired_unsent_requests_fail_with_the_timeout_instead_of_being_retried() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut pipe = empty_pipeline();
+        let mut expired = request(&tx, 7, b"eeee");
+        expired.deadline = Some(Instant::now() - std::time::Duration::from_millis(1));
+        pipe.push(expired);
+        let mut retry = VecDeque::new();
+        pipe.unwind(&BackendError::TimedOut, &mut retry);
+        assert!(retry.is_empty());
+        let reply = rx.try_recv().unwrap();
+        assert_eq!(
+            (reply.seq, reply.result.unwrap_err()),
+            (7, BackendError::TimedOut)
+        );
+    }
+
+    #[test]
+    fn handshake_entries_are_not_retried_or_answered() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut pipe = empty_pipeline();
+        pipe.unwritten
+            .push_back(Bytes::from_static(b"*1\r\n$4\r\nAUTH\r\n"));
+        pipe.in_flight.push_back(InFlight::Handshake("AUTH"));
+        pipe.push(request(&tx, 0, b"get"));
+        let mut retry = VecDeque::new();
+        pipe.unwind(&BackendError::ConnectionRefused, &mut retry);
+        assert_eq!(retry.len(), 1);
+        assert!(rx.try_recv().is_err());
+    }
+}
