@@ -3,11 +3,14 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use walnut::cli::{self, Command, Options};
 use walnut::config;
 use walnut::ops::{daemon, log, pidfile::PidFile};
+
+/// How long a stopping walnut waits for clients to finish the requests they have in flight.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// twemproxy's `-D` text: each metric and its description.
 const STATS_DESCRIPTION: &str = r##"pool stats:
@@ -132,8 +135,15 @@ fn run(options: Options, config: config::Config) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let mut proxy = walnut::proxy::start(config)?;
         wait_for_stop(&log_target).await?;
-        info!("stopping");
-        proxy.shutdown();
+        info!(
+            "stopping: no new clients; draining requests in flight (up to {} ms)",
+            DRAIN_TIMEOUT.as_millis()
+        );
+        let left = proxy.drain(DRAIN_TIMEOUT).await;
+        if left > 0 {
+            warn!("drain timeout: closing {left} clients with requests still in flight");
+        }
+        info!("stopped");
         anyhow::Ok(())
     })
 }

@@ -229,3 +229,74 @@ fn startup_on_a_busy_port_fails_with_a_clear_message() {
         "{stderr}"
     );
 }
+
+#[test]
+fn sigterm_drains_requests_in_flight_before_exiting_0() {
+    let dir = TempDir::new("cli-drain");
+    let backend = RedisServer::start();
+    let port = free_port();
+    let conf = dir.file("walnut.yml");
+    std::fs::write(
+        &conf,
+        format!(
+            "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n   - {}\n",
+            backend.server_line(1, None)
+        ),
+    )
+    .unwrap();
+    let pidfile = dir.file("walnut.pid");
+    let mut walnut = Command::new(walnut_bin())
+        .args([
+            "-c",
+            conf.to_str().unwrap(),
+            "-p",
+            pidfile.to_str().unwrap(),
+        ])
+        .args([
+            "-s",
+            &free_port().to_string(),
+            "-a",
+            "127.0.0.1",
+            "-o",
+            dir.file("log").to_str().unwrap(),
+        ])
+        .spawn()
+        .expect("start walnut");
+    wait_until("the listener", || {
+        std::net::TcpStream::connect(local(port)).is_ok()
+    });
+    let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(
+        client.cmd_str(&["SET", "drain", "yes"]),
+        Value::Status("OK".into())
+    );
+
+    // Requests stuck in flight: the backend is frozen when they arrive.
+    backend.pause();
+    let mut pipeline = Vec::new();
+    for _ in 0..200 {
+        pipeline.extend_from_slice(&common::resp::encode(&[b"GET", b"drain"]));
+    }
+    client.send_raw(&pipeline);
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(walnut.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // New clients are refused while walnut drains.
+    assert!(std::net::TcpStream::connect(local(port)).is_err());
+    backend.resume();
+    for i in 0..200 {
+        assert_eq!(
+            client.read_value(),
+            Value::bulk("yes"),
+            "reply #{i} arrives during the drain"
+        );
+    }
+    assert!(client.is_closed(), "the drained client is closed");
+    let status = walnut.wait().expect("walnut exits");
+    assert_eq!(status.code(), Some(0));
+    assert!(!pidfile.exists());
+}

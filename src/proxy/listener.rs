@@ -9,10 +9,12 @@ use std::sync::Arc;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::client::serve_redis_client;
 use super::pool::Pool;
+use super::redis_client::RedisProtocol;
+use super::session::serve_client;
 use super::stream::Stream;
 use crate::config::{ListenAddr, PoolConfig};
 
@@ -133,8 +135,8 @@ impl Listener {
         }
     }
 
-    /// Accepts clients forever, one session task each.
-    pub async fn run(self, pool: Arc<Pool>) {
+    /// Accepts clients until aborted, one session task each; `shutdown` tells sessions to drain.
+    pub async fn run(self, pool: Arc<Pool>, shutdown: watch::Receiver<bool>) {
         loop {
             let mut stream = match self.accept().await {
                 Ok(stream) => stream,
@@ -171,8 +173,9 @@ impl Listener {
             };
             let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
             let pool = pool.clone();
+            let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                serve_redis_client(stream, pool, id).await;
+                serve_client::<RedisProtocol>(stream, pool, id, shutdown).await;
                 drop(guard);
             });
         }

@@ -1,0 +1,325 @@
+//! The client session engine, the same for every protocol: read a batch, let the protocol
+//! decode and route every complete request, and write the replies back in request order in
+//! one coalesced write.
+//!
+//! Every request that expects a reply takes a numbered slot when it is read; a reply fills its
+//! slot, and only the ready slots at the front are written. So replies can never be reordered
+//! or cross, however the backends interleave. A split request's slot holds a [`Merger`] that
+//! completes when every part has answered.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Duration, Instant};
+use tracing::debug;
+
+use super::backend::{BackendRequest, ClientReply, ReplyTo};
+use super::error::BackendError;
+use super::pool::{Pool, PoolSnapshot, Server};
+use super::stream::Stream;
+use crate::config::EjectPolicy;
+
+/// Requests in flight per client before walnut stops decoding and reading from it.
+const MAX_PENDING_REQUESTS: usize = 4096;
+/// Reply bytes waiting to be written before walnut stops decoding and reading from the client.
+const MAX_PENDING_OUTPUT: usize = 32 * 1024 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// One protocol's side of a session: decoding, dispatch and its error replies.
+pub trait Protocol: Send + 'static {
+    /// A fresh per-connection state for a client of `snapshot`'s pool.
+    fn new(snapshot: &PoolSnapshot) -> Self;
+
+    /// Decodes and handles the complete requests in `input` while `core.has_room()`. Sets
+    /// `core.closing` on QUIT or an unrecoverable framing error.
+    fn handle_input(&mut self, core: &mut Core, snapshot: &PoolSnapshot, input: &mut BytesMut);
+
+    /// The reply a client sees for a proxy-side failure.
+    fn error_reply(err: &BackendError) -> Bytes;
+}
+
+/// Combines the replies of a split request's parts into one reply.
+pub trait Merger: Send {
+    /// Records part `part`'s reply (`Err`: the failure text); true once every part answered.
+    fn accept(&mut self, part: usize, reply: Result<Bytes, String>) -> bool;
+    fn is_complete(&self) -> bool;
+    fn finish(&self) -> Bytes;
+}
+
+/// Decides whether a reply reaches the client (meta quiet mode hides some).
+pub type ReplyFilter = fn(&[u8]) -> bool;
+
+/// A request's place in the reply order.
+enum Slot {
+    Waiting(Option<ReplyFilter>),
+    Split(Box<dyn Merger>),
+    Ready(Bytes),
+}
+
+/// Why the session stops reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// The client half-closed: answer what is pending, then close.
+    Eof,
+    /// QUIT: answer what came before it, then close.
+    Quit,
+    /// Malformed framing: answer what came before, then the error, then close.
+    ProtocolError,
+    /// walnut is stopping: answer what is in flight, then close.
+    Drain,
+}
+
+/// The protocol-independent state of one client connection.
+pub struct Core {
+    id: u64,
+    slots: VecDeque<Slot>,
+    /// The sequence number of `slots[0]`.
+    front_seq: u64,
+    reply_tx: mpsc::UnboundedSender<ClientReply>,
+    /// Bytes of replies in ready slots, not yet moved to the output buffer.
+    ready_bytes: usize,
+    /// Bytes in the output buffer, as of the last move.
+    unwritten: usize,
+    /// When requests read in the current batch time out (now + the pool's `timeout`).
+    batch_deadline: Option<Instant>,
+    error_reply: fn(&BackendError) -> Bytes,
+    pub closing: Option<Closing>,
+}
+
+impl Core {
+    /// True while the client is within its bounds: requests in flight and reply bytes
+    /// waiting to be written.
+    pub fn has_room(&self) -> bool {
+        self.slots.len() < MAX_PENDING_REQUESTS
+            && self.unwritten + self.ready_bytes < MAX_PENDING_OUTPUT
+    }
+
+    /// The sequence number the next slot will get.
+    fn next_seq(&self) -> u64 {
+        self.front_seq + self.slots.len() as u64
+    }
+
+    /// Queues a reply that is already known, in its place in the order.
+    pub fn push_ready(&mut self, reply: Bytes) {
+        self.ready_bytes += reply.len();
+        self.slots.push_back(Slot::Ready(reply));
+    }
+
+    /// Queues the reply for a proxy-side failure.
+    pub fn push_error(&mut self, err: &BackendError) {
+        let reply = (self.error_reply)(err);
+        self.push_ready(reply);
+    }
+
+    /// Sends `frame` to `server` (every server ejected when `None`) and reserves its reply
+    /// slot; `filter` may hide the reply (quiet mode).
+    pub fn forward(
+        &mut self,
+        snapshot: &PoolSnapshot,
+        server: Option<usize>,
+        frame: Bytes,
+        filter: Option<ReplyFilter>,
+    ) {
+        let server = match target(snapshot, server) {
+            Ok(server) => server,
+            Err(err) => return self.push_error(&err),
+        };
+        let request = BackendRequest {
+            frame,
+            reply_to: ReplyTo {
+                tx: self.reply_tx.clone(),
+                seq: self.next_seq(),
+                part: 0,
+            },
+            deadline: self.batch_deadline,
+        };
+        match server.connection_for(self.id).send(request) {
+            Ok(()) => self.slots.push_back(Slot::Waiting(filter)),
+            Err(_) => self.push_error(&BackendError::ConnectionRefused),
+        }
+    }
+
+    /// Sends each `(server, frame)` part and reserves one slot that `merger` completes.
+    pub fn forward_split(
+        &mut self,
+        snapshot: &PoolSnapshot,
+        parts: Vec<(usize, Bytes)>,
+        mut merger: Box<dyn Merger>,
+    ) {
+        let seq = self.next_seq();
+        for (index, (server, frame)) in parts.into_iter().enumerate() {
+            let server = match target(snapshot, Some(server)) {
+                Ok(server) => server,
+                Err(err) => {
+                    merger.accept(index, Err(err.to_string()));
+                    continue;
+                }
+            };
+            let reply_to = ReplyTo {
+                tx: self.reply_tx.clone(),
+                seq,
+                part: index as u32,
+            };
+            let request = BackendRequest {
+                frame,
+                reply_to,
+                deadline: self.batch_deadline,
+            };
+            if server.connection_for(self.id).send(request).is_err() {
+                merger.accept(index, Err(BackendError::ConnectionRefused.to_string()));
+            }
+        }
+        if merger.is_complete() {
+            let reply = merger.finish();
+            self.push_ready(reply);
+        } else {
+            self.slots.push_back(Slot::Split(merger));
+        }
+    }
+
+    fn accept_reply(&mut self, reply: ClientReply) {
+        let Some(index) = reply.seq.checked_sub(self.front_seq) else {
+            return;
+        };
+        let Some(slot) = self.slots.get_mut(index as usize) else {
+            return;
+        };
+        let ready = match slot {
+            Slot::Waiting(filter) => match reply.result {
+                Ok(frame) if filter.is_some_and(|shown| !shown(&frame)) => Bytes::new(),
+                Ok(frame) => frame,
+                Err(err) => (self.error_reply)(&err),
+            },
+            Slot::Split(merger) => {
+                if !merger.accept(reply.part as usize, reply.result.map_err(|e| e.to_string())) {
+                    return;
+                }
+                merger.finish()
+            }
+            // A reply for a slot that already has one: never overwrite it.
+            Slot::Ready(_) => return,
+        };
+        self.ready_bytes += ready.len();
+        *slot = Slot::Ready(ready);
+    }
+
+    /// Moves the ready replies at the front of the order into the output buffer.
+    fn move_ready_replies(&mut self, out: &mut BytesMut) {
+        while let Some(Slot::Ready(_)) = self.slots.front() {
+            if let Some(Slot::Ready(reply)) = self.slots.pop_front() {
+                self.ready_bytes -= reply.len();
+                out.extend_from_slice(&reply);
+            }
+            self.front_seq += 1;
+        }
+        self.unwritten = out.len();
+    }
+
+    /// Starts a new batch: requests read now time out at now + the pool's `timeout`.
+    pub fn start_batch(&mut self, snapshot: &PoolSnapshot) {
+        self.batch_deadline = snapshot
+            .config
+            .timeout_ms
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
+    }
+}
+
+/// The server a request goes to, or why it cannot go anywhere.
+fn target(snapshot: &PoolSnapshot, server: Option<usize>) -> Result<&Arc<Server>, BackendError> {
+    let server = server
+        .and_then(|i| snapshot.servers.get(i))
+        .ok_or(BackendError::ConnectionRefused)?;
+    // eject_policy: fail_fast: an ejected server's requests fail at once; its keys do not move.
+    if snapshot.config.eject_policy == EjectPolicy::FailFast && server.info.health.is_ejected() {
+        return Err(BackendError::Ejected(server.info.name.clone()));
+    }
+    Ok(server)
+}
+
+/// Serves one client until it closes, fails, or walnut drains it.
+pub async fn serve_client<P: Protocol>(
+    mut stream: Stream,
+    pool: Arc<Pool>,
+    id: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (reply_tx, mut replies) = mpsc::unbounded_channel();
+    let mut protocol = P::new(&pool.current.load());
+    let mut core = Core {
+        id,
+        slots: VecDeque::new(),
+        front_seq: 0,
+        reply_tx,
+        ready_bytes: 0,
+        unwritten: 0,
+        batch_deadline: None,
+        error_reply: P::error_reply,
+        closing: None,
+    };
+    let (mut reader, mut writer) = stream.split();
+    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = BytesMut::with_capacity(READ_CHUNK);
+    if *shutdown.borrow() {
+        core.closing = Some(Closing::Drain);
+    }
+
+    loop {
+        core.move_ready_replies(&mut out);
+        // Requests left undecoded while the client was over its bounds.
+        if !input.is_empty() && core.closing.is_none() && core.has_room() {
+            handle_input(&mut protocol, &mut core, &pool, &mut input);
+            core.move_ready_replies(&mut out);
+        }
+        if core.closing.is_some() && core.slots.is_empty() && out.is_empty() {
+            break;
+        }
+        // A client that does not read its replies is not read from either.
+        let may_read = core.closing.is_none() && core.has_room();
+        tokio::select! {
+            biased;
+            Some(reply) = replies.recv() => {
+                core.accept_reply(reply);
+                while let Ok(reply) = replies.try_recv() {
+                    core.accept_reply(reply);
+                }
+            }
+            written = writer.write_buf(&mut out), if !out.is_empty() => {
+                if let Err(e) = written {
+                    debug!(client = id, "client write failed: {e}");
+                    break;
+                }
+            }
+            _ = shutdown.changed(), if core.closing.is_none() => {
+                core.closing = Some(Closing::Drain);
+            }
+            read = reader.read_buf(&mut input), if may_read => {
+                match read {
+                    Ok(0) => core.closing = Some(Closing::Eof),
+                    Ok(_) => handle_input(&mut protocol, &mut core, &pool, &mut input),
+                    Err(e) => {
+                        debug!(client = id, "client read failed: {e}");
+                        break;
+                    }
+                }
+                if input.capacity() - input.len() < READ_CHUNK / 4 {
+                    input.reserve(READ_CHUNK);
+                }
+            }
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+fn handle_input<P: Protocol>(protocol: &mut P, core: &mut Core, pool: &Pool, input: &mut BytesMut) {
+    // One snapshot for the whole batch: it stays consistent even if a reload swaps it.
+    let snapshot = pool.current.load_full();
+    core.start_batch(&snapshot);
+    protocol.handle_input(core, &snapshot, input);
+    if core.closing.is_some() {
+        // Whatever follows QUIT or a framing error in the same read is discarded.
+        input.clear();
+    }
+}
