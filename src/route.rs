@@ -7,13 +7,31 @@ use crate::config::PoolConfig;
 use crate::dist::{Continuum, WeightedServer};
 use crate::hash::HashKind;
 
+/// Why a key has no server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteError {
+    /// Every server is ejected.
+    NoLiveServer,
+    /// `distribution: server_name`: the key's routing part names no server of the pool.
+    UnknownName,
+}
+
+/// How keys find their server.
+#[derive(Clone, Debug)]
+enum Placement {
+    /// twemproxy's ketama, modula or random continuum.
+    Continuum(Continuum),
+    /// `distribution: server_name`: server names, sorted, with their indexes.
+    Names(Vec<(Box<[u8]>, usize)>),
+}
+
 /// The immutable key-placement rules of one pool.
 #[derive(Clone, Debug)]
 pub struct PoolRouter {
     hash: HashKind,
     hash_tag: Option<[u8; 2]>,
     server_count: usize,
-    continuum: Continuum,
+    placement: Placement,
 }
 
 impl PoolRouter {
@@ -22,6 +40,21 @@ impl PoolRouter {
     /// Ejected servers only leave the continuum when the pool ejects hosts at all, as in
     /// twemproxy; `live` must have one entry per server.
     pub fn build(pool: &PoolConfig, live: &[bool]) -> PoolRouter {
+        if pool.route_by_server_name {
+            let mut names: Vec<(Box<[u8]>, usize)> = pool
+                .servers
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.name.as_bytes().into(), i))
+                .collect();
+            names.sort();
+            return PoolRouter {
+                hash: pool.hash,
+                hash_tag: pool.hash_tag,
+                server_count: pool.servers.len(),
+                placement: Placement::Names(names),
+            };
+        }
         let servers: Vec<WeightedServer<'_>> = pool
             .servers
             .iter()
@@ -36,7 +69,7 @@ impl PoolRouter {
             hash: pool.hash,
             hash_tag: pool.hash_tag,
             server_count: pool.servers.len(),
-            continuum: Continuum::build(pool.distribution, &servers),
+            placement: Placement::Continuum(Continuum::build(pool.distribution, &servers)),
         }
     }
 
@@ -45,25 +78,44 @@ impl PoolRouter {
         PoolRouter::build(pool, &vec![true; pool.servers.len()])
     }
 
-    /// The server index for `key`, or `None` when every server is ejected.
-    pub fn server_for_key(&self, key: &[u8]) -> Option<usize> {
-        if self.server_count == 1 {
+    /// The server index for `key`.
+    pub fn server_for_key(&self, key: &[u8]) -> Result<usize, RouteError> {
+        match &self.placement {
+            Placement::Names(names) => {
+                let name = self.routing_part(key);
+                names
+                    .binary_search_by(|(n, _)| n.as_ref().cmp(name))
+                    .map(|found| names[found].1)
+                    .map_err(|_| RouteError::UnknownName)
+            }
             // twemproxy skips hashing for single-server pools, ejected or not.
-            return Some(0);
+            Placement::Continuum(_) if self.server_count == 1 => Ok(0),
+            Placement::Continuum(continuum) => continuum
+                .pick(self.key_hash(key))
+                .ok_or(RouteError::NoLiveServer),
         }
-        self.continuum.pick(self.key_hash(key))
     }
 
-    /// The hash of the routing part of `key` (its hash-tag content when there is one).
-    pub fn key_hash(&self, key: &[u8]) -> u32 {
-        let routed = match self.hash_tag {
+    /// The part of `key` that decides its server: its hash-tag content when there is one.
+    pub fn routing_part<'k>(&self, key: &'k [u8]) -> &'k [u8] {
+        match self.hash_tag {
             Some(tag) => hash_tag_content(key, tag).unwrap_or(key),
             None => key,
-        };
+        }
+    }
+
+    /// The hash of the routing part of `key`; the empty key hashes to 0.
+    pub fn key_hash(&self, key: &[u8]) -> u32 {
+        let routed = self.routing_part(key);
         if routed.is_empty() {
             return 0;
         }
         self.hash.hash(routed)
+    }
+
+    /// True when keys name their server (`distribution: server_name`).
+    pub fn routes_by_name(&self) -> bool {
+        matches!(self.placement, Placement::Names(_))
     }
 
     pub fn server_count(&self) -> usize {
@@ -83,6 +135,45 @@ pub fn hash_tag_content(key: &[u8], tag: [u8; 2]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn named_pool(hash_tag: Option<[u8; 2]>) -> PoolConfig {
+        let yaml = "p:\n  listen: 127.0.0.1:22121\n  hash: server_name\n  distribution: server_name\n  servers:\n   - 127.0.0.1:6379:1 r1\n   - 127.0.0.1:6380:1 r2\n   - 127.0.0.1:6379:1 alpha\n";
+        let mut pool = crate::config::parse(yaml, "t.yml")
+            .expect("valid")
+            .pools
+            .remove(0);
+        pool.hash_tag = hash_tag;
+        pool
+    }
+
+    #[test]
+    fn server_name_routing_looks_the_name_up() {
+        let pool = named_pool(Some(*b"{}"));
+        let router = PoolRouter::with_all_live(&pool);
+        let index_of = |name: &str| pool.servers.iter().position(|s| s.name == name).unwrap();
+        assert_eq!(router.server_for_key(b"{r2}:user:42"), Ok(index_of("r2")));
+        assert_eq!(router.server_for_key(b"x{alpha}"), Ok(index_of("alpha")));
+        assert_eq!(
+            router.server_for_key(b"{r9}:x"),
+            Err(RouteError::UnknownName)
+        );
+        // No tag: the whole key is the name.
+        assert_eq!(router.server_for_key(b"r1"), Ok(index_of("r1")));
+        assert_eq!(router.server_for_key(b""), Err(RouteError::UnknownName));
+        // Ejection never moves a named key.
+        let ejected = PoolRouter::build(&pool, &[false, false, false]);
+        assert_eq!(ejected.server_for_key(b"{r1}"), Ok(index_of("r1")));
+    }
+
+    #[test]
+    fn without_a_hash_tag_the_whole_key_must_be_a_name() {
+        let router = PoolRouter::with_all_live(&named_pool(None));
+        assert_eq!(
+            router.server_for_key(b"{r2}:user"),
+            Err(RouteError::UnknownName)
+        );
+        assert!(router.server_for_key(b"r2").is_ok());
+    }
 
     #[test]
     fn hash_tag_takes_the_inner_bytes() {

@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     let mut buf = BytesMut::from(request);
     let request = RequestDecoder::new(Limits::default()).decode(&mut buf).unwrap().unwrap();
     let servers = 1 + usize::from(selector >> 4) % 3;
-    let mut plan = split::plan(kind, &request, |key| Some(usize::from(key[0]) % servers)).unwrap();
+    let mut plan = split::plan(kind, &request, |key| Ok::<_, ()>(usize::from(key[0]) % servers)).unwrap();
     let parts = plan.merge.parts();
     let chunk = rest.len() / parts.max(1) + 1;
     for (part, bytes) in rest.chunks(chunk).chain(std::iter::repeat(&[][..])).take(parts).enumerate() {

@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub pname: String,
     pub addr: ServerAddr,
     pub weight: u32,
+    /// True when the server string named it (`host:port:weight alias`).
+    pub has_alias: bool,
 }
 
 /// One pool, with twemproxy's defaults applied.
@@ -88,6 +90,10 @@ pub struct PoolConfig {
     pub server_connections: u32,
     pub server_retry_timeout_ms: u64,
     pub server_failure_limit: u32,
+    /// walnut: `hash: server_name` + `distribution: server_name`: a key's routing part (its
+    /// hash-tag content, else the whole key) is the name of its server; `hash` and
+    /// `distribution` then hold their defaults and are unused.
+    pub route_by_server_name: bool,
     /// walnut: what an ejected server's keys do (twemproxy: they move, `Rehash`).
     pub eject_policy: EjectPolicy,
     /// walnut: probe an ejected server (PING / `version`) before it rejoins; `false` re-adds it

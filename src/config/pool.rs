@@ -75,6 +75,9 @@ const DIRECTIVES: [(&str, Directive); 20] = [
     ("servers", Directive::Servers),
 ];
 
+/// The walnut value of `hash` and `distribution` that routes a key to the server it names.
+const SERVER_NAME: &str = "server_name";
+
 const HASHES: [(&str, HashKind); 12] = [
     ("one_at_a_time", HashKind::OneAtATime),
     ("md5", HashKind::Md5),
@@ -147,6 +150,10 @@ struct Settings {
     server_failure_limit: Option<u32>,
     eject_policy: Option<EjectPolicy>,
     health_probe: Option<bool>,
+    /// `hash: server_name` (walnut): only valid with `distribution: server_name`.
+    hash_server_name: bool,
+    /// `distribution: server_name` (walnut): only valid with `hash: server_name`.
+    distribution_server_name: bool,
     /// Every `servers` entry seen, parsed or not.
     server_entries: usize,
     servers: Vec<ServerConfig>,
@@ -179,6 +186,7 @@ impl Settings {
                 let addr = parse_listen(value).map_err(|e| Problem::with(e.reason(), e.hint()))?;
                 self.listen = Some((value.to_string(), addr));
             }
+            Directive::Hash if value == SERVER_NAME => self.hash_server_name = true,
             Directive::Hash => {
                 self.hash =
                     Some(lookup(&HASHES, value).ok_or(Problem::new("is not a valid hash"))?);
@@ -189,6 +197,7 @@ impl Settings {
                 })?;
                 self.hash_tag = Some(tag);
             }
+            Directive::Distribution if value == SERVER_NAME => self.distribution_server_name = true,
             Directive::Distribution => {
                 self.distribution = Some(
                     lookup(&DISTRIBUTIONS, value)
@@ -327,6 +336,23 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
     if s.server_entries == 0 {
         err(format!("conf: pool '{pool}' has no servers"));
     }
+    match (s.hash_server_name, s.distribution_server_name) {
+        (true, false) => err(format!(
+            "conf: pool '{pool}': directive \"hash\" is \"server_name\", which needs \"distribution: server_name\" too"
+        )),
+        (false, true) => err(format!(
+            "conf: pool '{pool}': directive \"distribution\" is \"server_name\", which needs \"hash: server_name\" too"
+        )),
+        (true, true) => {
+            for server in s.servers.iter().filter(|server| !server.has_alias) {
+                err(format!(
+                    "conf: pool '{pool}': directive \"servers\" needs a name on every server with \"distribution: server_name\": {}",
+                    quoted(&server.pname)
+                ));
+            }
+        }
+        (false, false) => {}
+    }
     let servers = sort_servers(std::mem::take(&mut s.servers), &pool, errs);
 
     let listen_text = s.listen.as_ref().map(|(text, _)| text.clone());
@@ -355,6 +381,7 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
             server_failure_limit: s
                 .server_failure_limit
                 .unwrap_or(defaults::SERVER_FAILURE_LIMIT),
+            route_by_server_name: s.hash_server_name && s.distribution_server_name,
             eject_policy: s.eject_policy.unwrap_or_default(),
             health_probe: s.health_probe.unwrap_or(true),
             servers,

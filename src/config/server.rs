@@ -155,6 +155,7 @@ pub(crate) fn parse_server(value: &str) -> Result<ServerConfig, ServerError> {
         pname: pname.to_string(),
         addr: addr_kind,
         weight,
+        has_alias: name_len > 0,
     })
 }
 

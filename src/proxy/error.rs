@@ -19,12 +19,27 @@ pub enum BackendError {
     /// `eject_policy: fail_fast`: the key's server is ejected, and its keys do not move.
     #[error("server '{0}' is ejected")]
     Ejected(String),
+    /// `distribution: server_name`: the key names no server of the pool.
+    #[error("key '{key}' names no server in pool '{pool}'")]
+    UnknownServerName { key: String, pool: String },
     /// Any other OS error, with its `strerror` text.
     #[error("{0}")]
     Os(String),
 }
 
 impl BackendError {
+    /// The error for a key that names no server, with the key shown safely on one line.
+    pub fn unknown_server_name(key: &[u8], pool: &str) -> BackendError {
+        let shown: String = String::from_utf8_lossy(&key[..key.len().min(128)])
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        BackendError::UnknownServerName {
+            key: shown,
+            pool: pool.to_string(),
+        }
+    }
+
     /// Maps an I/O error to the text twemproxy would show for its errno.
     pub fn from_io(err: &io::Error) -> BackendError {
         match err.kind() {

@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::error::BackendError;
 use super::pool::PoolSnapshot;
-use super::session::{Closing, Core, Merger, Protocol};
+use super::session::{route, Closing, Core, Merger, Protocol};
 use crate::proto::redis::dispatch::{self, Dispatch, KeyRanges, SplitKind};
 use crate::proto::redis::request::{Limits, Request, RequestDecoder};
 use crate::proto::redis::split::{self, Merge};
@@ -82,8 +82,12 @@ impl RedisProtocol {
             _ if !self.authenticated => core.push_ready(Bytes::from_static(dispatch::NOAUTH)),
             Dispatch::Reply(reply) => core.push_ready(Bytes::from(reply)),
             Dispatch::Forward { key } => {
-                let server = snapshot.router.server_for_key(key);
-                core.forward(snapshot, server, request.frame().clone(), None);
+                core.forward(
+                    snapshot,
+                    route(snapshot, key),
+                    request.frame().clone(),
+                    None,
+                );
             }
             Dispatch::ForwardSameServer { keys } => {
                 forward_same_server(core, snapshot, &request, keys)
@@ -117,24 +121,35 @@ fn forward_same_server(
         .args()
         .enumerate()
         .filter(|&(i, _)| is_key_position(keys, i))
-        .map(|(_, key)| snapshot.router.server_for_key(key));
-    let target = servers.next().flatten();
-    if servers.all(|s| s == target) {
-        core.forward(snapshot, target, request.frame().clone(), None);
-    } else {
-        core.push_ready(Bytes::from(dispatch::error_reply(dispatch::CROSS_SERVER)));
+        .map(|(_, key)| route(snapshot, key));
+    let Some(target) = servers.next() else {
+        return core.push_error(&BackendError::ConnectionRefused);
+    };
+    let target = match target {
+        Ok(target) => target,
+        Err(err) => return core.push_error(&err),
+    };
+    for server in servers {
+        match server {
+            Ok(server) if server == target => {}
+            Ok(_) => {
+                return core.push_ready(Bytes::from(dispatch::error_reply(dispatch::CROSS_SERVER)))
+            }
+            Err(err) => return core.push_error(&err),
+        }
     }
+    core.forward(snapshot, Ok(target), request.frame().clone(), None);
 }
 
 /// Sends one part per server and merges their replies. A request whose keys all live on
 /// one server is forwarded unchanged: the reply is the same.
 fn split(core: &mut Core, snapshot: &PoolSnapshot, kind: SplitKind, request: &Request) {
-    let plan = match split::plan(kind, request, |key| snapshot.router.server_for_key(key)) {
+    let plan = match split::plan(kind, request, |key| route(snapshot, key)) {
         Ok(plan) => plan,
-        Err(split::NoServer) => return core.push_error(&BackendError::ConnectionRefused),
+        Err(err) => return core.push_error(&err),
     };
     if let [only] = plan.parts.as_slice() {
-        return core.forward(snapshot, Some(only.server), request.frame().clone(), None);
+        return core.forward(snapshot, Ok(only.server), request.frame().clone(), None);
     }
     let parts = plan
         .parts

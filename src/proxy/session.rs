@@ -21,6 +21,7 @@ use super::error::BackendError;
 use super::pool::{Pool, PoolSnapshot, Server};
 use super::stream::Stream;
 use crate::config::EjectPolicy;
+use crate::route::RouteError;
 
 /// Requests in flight per client before walnut stops decoding and reading from it.
 const MAX_PENDING_REQUESTS: usize = 4096;
@@ -114,16 +115,16 @@ impl Core {
         self.push_ready(reply);
     }
 
-    /// Sends `frame` to `server` (every server ejected when `None`) and reserves its reply
-    /// slot; `filter` may hide the reply (quiet mode).
+    /// Sends `frame` to `server` (or answers why there is none) and reserves its reply slot;
+    /// `filter` may hide the reply (quiet mode).
     pub fn forward(
         &mut self,
         snapshot: &PoolSnapshot,
-        server: Option<usize>,
+        server: Result<usize, BackendError>,
         frame: Bytes,
         filter: Option<ReplyFilter>,
     ) {
-        let server = match target(snapshot, server) {
+        let server = match server.and_then(|index| target(snapshot, index)) {
             Ok(server) => server,
             Err(err) => return self.push_error(&err),
         };
@@ -151,7 +152,7 @@ impl Core {
     ) {
         let seq = self.next_seq();
         for (index, (server, frame)) in parts.into_iter().enumerate() {
-            let server = match target(snapshot, Some(server)) {
+            let server = match target(snapshot, server) {
                 Ok(server) => server,
                 Err(err) => {
                     merger.accept(index, Err(err.to_string()));
@@ -227,13 +228,30 @@ impl Core {
     }
 }
 
+/// The server index for `key`, or the error its client sees.
+pub fn route(snapshot: &PoolSnapshot, key: &[u8]) -> Result<usize, BackendError> {
+    snapshot
+        .router
+        .server_for_key(key)
+        .map_err(|err| match err {
+            RouteError::NoLiveServer => BackendError::ConnectionRefused,
+            RouteError::UnknownName => {
+                BackendError::unknown_server_name(key, &snapshot.config.name)
+            }
+        })
+}
+
 /// The server a request goes to, or why it cannot go anywhere.
-fn target(snapshot: &PoolSnapshot, server: Option<usize>) -> Result<&Arc<Server>, BackendError> {
-    let server = server
-        .and_then(|i| snapshot.servers.get(i))
+fn target(snapshot: &PoolSnapshot, server: usize) -> Result<&Arc<Server>, BackendError> {
+    let server = snapshot
+        .servers
+        .get(server)
         .ok_or(BackendError::ConnectionRefused)?;
-    // eject_policy: fail_fast: an ejected server's requests fail at once; its keys do not move.
-    if snapshot.config.eject_policy == EjectPolicy::FailFast && server.info.health.is_ejected() {
+    // An ejected server's requests fail at once when its keys must not move: with
+    // eject_policy: fail_fast, and always for keys that name their server.
+    let keys_stay =
+        snapshot.config.eject_policy == EjectPolicy::FailFast || snapshot.router.routes_by_name();
+    if keys_stay && server.info.health.is_ejected() {
         return Err(BackendError::Ejected(server.info.name.clone()));
     }
     Ok(server)

@@ -25,10 +25,6 @@ pub struct SplitPlan {
     pub merge: Merge,
 }
 
-/// Some key maps to no server (every server is ejected).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NoServer;
-
 /// Merges the replies of a split request's parts.
 #[derive(Debug)]
 pub struct Merge {
@@ -62,21 +58,22 @@ fn put_bulk(out: &mut BytesMut, data: &[u8]) {
 
 /// Groups the keys of `req` by server and builds one part per server, in server order.
 ///
-/// `server_of` maps a key to its server index. MSET keys sit at odd positions with their value
-/// after them; every other kind has keys from argument 1 on.
-pub fn plan(
+/// `server_of` maps a key to its server index, or says why it has none (the first such error
+/// is returned). MSET keys sit at odd positions with their value after them; every other kind
+/// has keys from argument 1 on.
+pub fn plan<E>(
     kind: SplitKind,
     req: &Request,
-    mut server_of: impl FnMut(&[u8]) -> Option<usize>,
-) -> Result<SplitPlan, NoServer> {
+    mut server_of: impl FnMut(&[u8]) -> Result<usize, E>,
+) -> Result<SplitPlan, E> {
     let step = if kind == SplitKind::Mset { 2 } else { 1 };
     // One walk over the frame; `Request::arg(i)` walks from the start for i >= 3.
     let args: Vec<&[u8]> = req.args().collect();
     // (server, arg position) for every key, in request order.
     let keys = (1..args.len())
         .step_by(step)
-        .map(|position| Ok((server_of(args[position]).ok_or(NoServer)?, position)))
-        .collect::<Result<Vec<(usize, usize)>, NoServer>>()?;
+        .map(|position| Ok((server_of(args[position])?, position)))
+        .collect::<Result<Vec<(usize, usize)>, E>>()?;
     let mut servers: Vec<usize> = keys.iter().map(|&(server, _)| server).collect();
     servers.sort_unstable();
     servers.dedup();
@@ -276,8 +273,8 @@ mod tests {
     }
 
     /// Routes keys by their first byte: 'a' → 0, 'b' → 1, 'c' → 2.
-    fn by_first_byte(key: &[u8]) -> Option<usize> {
-        key.first().map(|b| usize::from(b - b'a'))
+    fn by_first_byte(key: &[u8]) -> Result<usize, ()> {
+        key.first().map(|b| usize::from(b - b'a')).ok_or(())
     }
 
     #[test]
@@ -443,9 +440,13 @@ mod tests {
     #[test]
     fn a_key_with_no_server_fails_the_plan() {
         let result = plan(SplitKind::Mget, &request(&[b"MGET", b"a", b"z"]), |k| {
-            (k == b"a").then_some(0)
+            if k == b"a" {
+                Ok(0)
+            } else {
+                Err("no server")
+            }
         });
-        assert_eq!(result.err(), Some(NoServer));
+        assert_eq!(result.err(), Some("no server"));
     }
 
     #[test]
