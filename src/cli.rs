@@ -38,6 +38,8 @@ pub struct Options {
     pub mbuf_size: usize,
     /// Data-plane threads; `None` means one per available core.
     pub threads: Option<usize>,
+    /// Reload the config by itself when the file changes.
+    pub watch_config: bool,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             pid_file: None,
             mbuf_size: DEFAULT_MBUF_SIZE,
             threads: None,
+            watch_config: false,
         }
     }
 }
@@ -86,7 +89,7 @@ pub fn usage_text() -> String {
         "Usage: {PROGRAM} [-?hVdDt] [-v verbosity level] [-o output file]
               [-c conf file] [-s stats port] [-a stats addr]
               [-i stats interval] [-p pid file] [-m mbuf size]
-              [--threads N]
+              [--threads N] [--watch-config]
 
 Options:
   -h, --help             : this help
@@ -103,6 +106,7 @@ Options:
   -p, --pid-file=S       : set pid file (default: off)
   -m, --mbuf-size=N      : set size of mbuf chunk in bytes (default: {DEFAULT_MBUF_SIZE} bytes)
       --threads=N        : set data-plane threads (default: one per core)
+      --watch-config     : reload the configuration when the file changes (SIGUSR1 always does)
 "
     )
 }
@@ -139,12 +143,13 @@ const VALUE_FLAGS: [(&str, char, &str, ValueKind); 9] = [
 ];
 
 /// (id, short, long) for every switch.
-const SWITCHES: [(&str, char, &str); 5] = [
+const SWITCHES: [(&str, char, &str); 6] = [
     ("help", 'h', "help"),
     ("version", 'V', "version"),
     ("test-conf", 't', "test-conf"),
     ("daemonize", 'd', "daemonize"),
     ("describe-stats", 'D', "describe-stats"),
+    ("watch-config", 'W', "watch-config"),
 ];
 
 fn command_definition() -> clap::Command {
@@ -277,6 +282,7 @@ fn options_from(m: &ArgMatches) -> Result<Options, UsageError> {
         test_conf: m.get_flag("test-conf"),
         daemonize: m.get_flag("daemonize"),
         describe_stats: m.get_flag("describe-stats"),
+        watch_config: m.get_flag("watch-config"),
         ..Options::default()
     };
     if let Some(v) = number(m, "verbose", "v")? {

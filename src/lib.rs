@@ -12,4 +12,5 @@ pub mod hash;
 pub mod ops;
 pub mod proto;
 pub mod proxy;
+pub mod reload;
 pub mod route;

@@ -9,6 +9,9 @@ use walnut::cli::{self, Command, Options};
 use walnut::config;
 use walnut::ops::{daemon, log, pidfile::PidFile};
 
+/// How often `--watch-config` looks at the config file.
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How long a stopping walnut waits for clients to finish the requests they have in flight.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -133,8 +136,21 @@ fn run(options: Options, config: config::Config) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
+        // Handlers first: a signal that arrives once the listeners are open must not find its
+        // default action (SIGHUP and SIGUSR1 would kill the process).
+        let signals = Signals::install()?;
         let mut proxy = walnut::proxy::start(config)?;
-        wait_for_stop(&log_target).await?;
+        let watcher = options
+            .watch_config
+            .then(|| walnut::reload::watch(options.conf_file.clone(), WATCH_INTERVAL));
+        serve_until_stopped(
+            signals,
+            &mut proxy,
+            &options.conf_file,
+            &log_target,
+            watcher,
+        )
+        .await?;
         info!(
             "stopping: no new clients; draining requests in flight (up to {} ms)",
             DRAIN_TIMEOUT.as_millis()
@@ -148,13 +164,48 @@ fn run(options: Options, config: config::Config) -> anyhow::Result<()> {
     })
 }
 
-/// Waits for SIGTERM or SIGINT; reopens the log file on SIGHUP meanwhile.
-async fn wait_for_stop(log_target: &log::LogTarget) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+/// The signals walnut handles, registered before any listener opens.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
+        })
+    }
+}
+
+/// Serves until SIGTERM or SIGINT. Meanwhile SIGHUP reopens the log file, and SIGUSR1 (or a
+/// change to the config file, with `--watch-config`) reloads the config in place.
+async fn serve_until_stopped(
+    signals: Signals,
+    proxy: &mut walnut::proxy::Proxy,
+    conf_file: &std::path::Path,
+    log_target: &log::LogTarget,
+    mut watcher: Option<tokio::sync::mpsc::Receiver<()>>,
+) -> anyhow::Result<()> {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+        mut usr1,
+    } = signals;
     loop {
+        let file_changed = async {
+            match watcher.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = term.recv() => { info!("signal 15 (SIGTERM) received, exiting"); return Ok(()) }
             _ = int.recv() => { info!("signal 2 (SIGINT) received, exiting"); return Ok(()) }
@@ -163,6 +214,13 @@ async fn wait_for_stop(log_target: &log::LogTarget) -> anyhow::Result<()> {
                 if let Err(err) = log_target.reopen() {
                     error!("reopening log file failed: {err}");
                 }
+            }
+            _ = usr1.recv() => {
+                info!("signal 10 (SIGUSR1) received, reloading '{}'", conf_file.display());
+                walnut::reload::reload_from_file(proxy, conf_file);
+            }
+            Some(()) = file_changed => {
+                walnut::reload::reload_from_file(proxy, conf_file);
             }
         }
     }

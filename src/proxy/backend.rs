@@ -90,7 +90,8 @@ pub struct ServerInfo {
     pub pname: String,
     pub addr: ServerAddr,
     /// Commands sent first on every new connection (AUTH, then SELECT), replies swallowed.
-    pub handshake: Vec<(&'static str, Bytes)>,
+    /// Swapped by a reload that changes `redis_auth` or `redis_db`: new connections use it.
+    pub handshake: arc_swap::ArcSwap<Vec<(&'static str, Bytes)>>,
     pub probe: ProbeKind,
     pub health: ServerHealth,
     /// The pool, told about failures so it can eject the server.
@@ -315,7 +316,7 @@ async fn serve(
     let mut decoder = ReplyDecoder::default();
     let mut queue_open = true;
 
-    for (label, frame) in &info.handshake {
+    for (label, frame) in info.handshake.load().iter() {
         pipe.unwritten.push_back(frame.clone());
         pipe.in_flight.push_back(InFlight::Handshake(label));
     }

@@ -1,7 +1,8 @@
 //! The data plane: listener → client session → (codec, router) → backend connection → back.
 //!
 //! [`start`] binds every pool's listener and starts its backend tasks; the returned
-//! [`Proxy`] serves until dropped or until [`Proxy::shutdown`] runs.
+//! [`Proxy`] serves until [`Proxy::drain`] (stop) and can apply a new config in place with
+//! [`Proxy::reload`].
 
 pub mod backend;
 pub mod error;
@@ -21,11 +22,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{Config, PoolConfig};
 use listener::Listener;
 use pool::Pool;
 
-/// Why the proxy could not start.
+/// Why the proxy could not start, or a reload could not be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -36,62 +37,208 @@ pub enum StartError {
     MemcacheUnsupported(String),
 }
 
+/// One serving pool: its shared state, its listener task and its clients' drain signal.
+#[derive(Debug)]
+struct PoolEntry {
+    pool: Arc<Pool>,
+    listen_text: String,
+    accept_task: JoinHandle<()>,
+    socket_file: Option<PathBuf>,
+    /// Set to true to make this pool's client sessions drain and close.
+    drain: watch::Sender<bool>,
+}
+
+impl PoolEntry {
+    /// Binds and starts a pool (the listener is already bound).
+    fn start(config: PoolConfig, listener: Listener) -> PoolEntry {
+        info!(
+            "pool '{}' listening on {} with {} servers",
+            config.name,
+            config.listen_text,
+            config.servers.len()
+        );
+        let listen_text = config.listen_text.clone();
+        let pool = Pool::start(config);
+        let socket_file = listener.socket_path().map(|p| p.to_path_buf());
+        let (drain, drain_rx) = watch::channel(false);
+        let accept_task = tokio::spawn(Listener::run(listener, pool.clone(), drain_rx));
+        PoolEntry {
+            pool,
+            listen_text,
+            accept_task,
+            socket_file,
+            drain,
+        }
+    }
+
+    /// Closes the listener (and its unix socket file), and tells the clients to drain: each
+    /// answers what it has in flight, then closes.
+    fn retire(self) -> Arc<Pool> {
+        self.accept_task.abort();
+        if let Some(path) = &self.socket_file {
+            let _ = std::fs::remove_file(path);
+        }
+        let _ = self.drain.send(true);
+        self.pool
+    }
+
+    fn name(&self) -> String {
+        self.pool.current.load().config.name.clone()
+    }
+}
+
 /// A running proxy.
 #[derive(Debug)]
 pub struct Proxy {
-    pub pools: Vec<Arc<Pool>>,
-    accept_tasks: Vec<JoinHandle<()>>,
-    socket_files: Vec<PathBuf>,
-    /// Set to true to make every client session drain and close.
-    drain: watch::Sender<bool>,
+    entries: Vec<PoolEntry>,
+    /// Pools removed by a reload whose clients may still be draining.
+    retired: Vec<Arc<Pool>>,
+}
+
+/// What a reload changed, for its one summary log line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub pools_added: Vec<String>,
+    pub pools_removed: Vec<String>,
+    pub pools_changed: Vec<String>,
+    /// `pool/server` names.
+    pub servers_added: Vec<String>,
+    pub servers_removed: Vec<String>,
+}
+
+impl std::fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        write!(
+            f,
+            "pools added: {}; pools removed: {}; pools changed: {}; servers added: {}; servers removed: {}",
+            list(&self.pools_added),
+            list(&self.pools_removed),
+            list(&self.pools_changed),
+            list(&self.servers_added),
+            list(&self.servers_removed)
+        )
+    }
+}
+
+fn check_supported(config: &Config) -> Result<(), StartError> {
+    match config.pools.iter().find(|p| !p.redis) {
+        Some(pool) => Err(StartError::MemcacheUnsupported(pool.name.clone())),
+        None => Ok(()),
+    }
 }
 
 /// Binds all listeners (in sorted pool order) and starts serving. Must run inside the runtime.
 pub fn start(config: Config) -> Result<Proxy, StartError> {
-    if let Some(pool) = config.pools.iter().find(|p| !p.redis) {
-        return Err(StartError::MemcacheUnsupported(pool.name.clone()));
-    }
+    check_supported(&config)?;
     let mut bound = Vec::with_capacity(config.pools.len());
     for pool in &config.pools {
         bound.push(listener::bind(pool)?);
     }
-    let (drain, drain_rx) = watch::channel(false);
-    let mut proxy = Proxy {
-        pools: Vec::new(),
-        accept_tasks: Vec::new(),
-        socket_files: Vec::new(),
-        drain,
-    };
-    for (pool_config, listener) in config.pools.into_iter().zip(bound) {
-        info!(
-            "pool '{}' listening on {} with {} servers",
-            pool_config.name,
-            pool_config.listen_text,
-            pool_config.servers.len()
-        );
-        let pool = Pool::start(pool_config);
-        if let Some(path) = listener.socket_path() {
-            proxy.socket_files.push(path.to_path_buf());
-        }
-        proxy.accept_tasks.push(tokio::spawn(Listener::run(
-            listener,
-            pool.clone(),
-            drain_rx.clone(),
-        )));
-        proxy.pools.push(pool);
-    }
-    Ok(proxy)
+    let entries = config
+        .pools
+        .into_iter()
+        .zip(bound)
+        .map(|(pool, listener)| PoolEntry::start(pool, listener))
+        .collect();
+    Ok(Proxy {
+        entries,
+        retired: Vec::new(),
+    })
 }
 
 impl Proxy {
+    /// The pools being served, in sorted order.
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        self.entries.iter().map(|e| e.pool.clone()).collect()
+    }
+
+    /// Applies a new, already validated config without a restart:
+    /// - an unchanged pool keeps its listener, clients and backend connections untouched;
+    /// - a changed pool (servers, weights, hash, distribution, options) gets a new routing
+    ///   snapshot swapped in at once, keeping the connections of servers that stay;
+    /// - a new pool starts listening;
+    /// - a removed pool, or one whose listen address changed, closes its listener and drains
+    ///   its clients (a new listener opens where one is needed).
+    ///
+    /// New listeners are bound before anything changes, so a bind failure changes nothing.
+    pub fn reload(&mut self, config: Config) -> Result<ReloadSummary, StartError> {
+        check_supported(&config)?;
+        let mut summary = ReloadSummary::default();
+        let stays = |pool: &PoolConfig, entry: &PoolEntry| {
+            entry.name() == pool.name && entry.listen_text == pool.listen_text
+        };
+        // Pools whose listener must be (re)opened: bind them all first.
+        let mut to_bind = Vec::new();
+        for pool in &config.pools {
+            if !self.entries.iter().any(|entry| stays(pool, entry)) {
+                // A listen address a retiring pool still holds is freed first.
+                let freed = self
+                    .entries
+                    .iter()
+                    .position(|e| e.listen_text == pool.listen_text);
+                if let Some(index) = freed {
+                    let entry = self.entries.remove(index);
+                    summary.pools_removed.push(entry.name());
+                    self.retired.push(entry.retire());
+                }
+                to_bind.push(listener::bind(pool)?);
+            }
+        }
+        let mut to_bind = to_bind.into_iter();
+        let mut entries = Vec::with_capacity(config.pools.len());
+        for pool in config.pools {
+            match self.entries.iter().position(|entry| stays(&pool, entry)) {
+                Some(index) => {
+                    let entry = self.entries.remove(index);
+                    if *entry.pool.current.load().config != pool {
+                        let name = pool.name.clone();
+                        let (added, removed) = entry.pool.reconfigure(pool);
+                        summary
+                            .servers_added
+                            .extend(added.into_iter().map(|s| format!("{name}/{s}")));
+                        summary
+                            .servers_removed
+                            .extend(removed.into_iter().map(|s| format!("{name}/{s}")));
+                        summary.pools_changed.push(name);
+                    }
+                    entries.push(entry);
+                }
+                None => {
+                    let Some(listener) = to_bind.next() else {
+                        continue;
+                    };
+                    summary.pools_added.push(pool.name.clone());
+                    entries.push(PoolEntry::start(pool, listener));
+                }
+            }
+        }
+        for entry in self.entries.drain(..) {
+            summary.pools_removed.push(entry.name());
+            self.retired.push(entry.retire());
+        }
+        self.entries = entries;
+        self.retired
+            .retain(|pool| pool.clients.load(Ordering::Acquire) > 0);
+        info!("reload: {summary}");
+        Ok(summary)
+    }
+
     /// Stops accepting clients, then lets every client finish the requests it has in flight
     /// (its pending replies are written) and closes it; gives up after `limit`. Returns the
     /// number of clients still open at the end.
     pub async fn drain(&mut self, limit: Duration) -> usize {
-        self.stop_accepting();
-        let _ = self.drain.send(true);
+        for entry in self.entries.drain(..) {
+            self.retired.push(entry.retire());
+        }
         let open = || {
-            self.pools
+            self.retired
                 .iter()
                 .map(|p| p.clients.load(Ordering::Acquire))
                 .sum::<usize>()
@@ -102,20 +249,12 @@ impl Proxy {
         }
         open()
     }
-
-    /// Stops accepting clients and removes the unix socket files walnut created.
-    pub fn stop_accepting(&mut self) {
-        for task in self.accept_tasks.drain(..) {
-            task.abort();
-        }
-        for path in self.socket_files.drain(..) {
-            let _ = std::fs::remove_file(path);
-        }
-    }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.stop_accepting();
+        for entry in self.entries.drain(..) {
+            entry.retire();
+        }
     }
 }

@@ -81,31 +81,12 @@ impl Pool {
     /// `preconnect`). Must run inside the tokio runtime.
     pub fn start(config: PoolConfig) -> Arc<Pool> {
         let config = Arc::new(config);
-        let handshake = handshake_for(&config);
         Arc::new_cyclic(|pool: &Weak<Pool>| {
+            let handshake = Arc::new(handshake_for(&config));
             let servers = config
                 .servers
                 .iter()
-                .map(|server| {
-                    let info = Arc::new(ServerInfo {
-                        pool_name: config.name.clone(),
-                        name: server.name.clone(),
-                        pname: server.pname.clone(),
-                        addr: server.addr.clone(),
-                        handshake: handshake.clone(),
-                        probe: if config.redis {
-                            ProbeKind::Redis
-                        } else {
-                            ProbeKind::Memcache
-                        },
-                        health: ServerHealth::default(),
-                        pool: pool.clone(),
-                    });
-                    let connections = (0..config.server_connections.max(1))
-                        .map(|i| spawn_connection(info.clone(), config.preconnect && i == 0))
-                        .collect();
-                    Arc::new(Server { info, connections })
-                })
+                .map(|server| new_server(pool, &config, server, &handshake))
                 .collect();
             let snapshot = PoolSnapshot {
                 router: PoolRouter::with_all_live(&config),
@@ -118,6 +99,58 @@ impl Pool {
                 rebuild: Mutex::new(()),
             }
         })
+    }
+
+    /// Applies a changed config to a running pool: servers that stay (same name, address and
+    /// connection count) keep their connections, health and counters; new ones start; removed
+    /// ones leave the snapshot, and their connections close once their in-flight requests are
+    /// answered. The new routing table is swapped in at once: requests already routed finish
+    /// on their old server. Returns the names of the servers added and removed.
+    pub fn reconfigure(self: &Arc<Pool>, config: PoolConfig) -> (Vec<String>, Vec<String>) {
+        let _serial = self
+            .rebuild
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.current.load_full();
+        let config = Arc::new(config);
+        let handshake = Arc::new(handshake_for(&config));
+        let weak = Arc::downgrade(self);
+        let mut added = Vec::new();
+        let servers: Vec<Arc<Server>> = config
+            .servers
+            .iter()
+            .map(|server| {
+                let kept = current.servers.iter().find(|old| {
+                    old.info.name == server.name
+                        && old.info.addr == server.addr
+                        && old.connections.len() == config.server_connections.max(1) as usize
+                        && old.info.probe == probe_kind(&config)
+                });
+                match kept {
+                    Some(old) => {
+                        old.info.handshake.store(handshake.clone());
+                        old.clone()
+                    }
+                    None => {
+                        added.push(server.name.clone());
+                        new_server(&weak, &config, server, &handshake)
+                    }
+                }
+            })
+            .collect();
+        let removed = current
+            .servers
+            .iter()
+            .filter(|old| !servers.iter().any(|s| Arc::ptr_eq(s, old)))
+            .map(|old| old.info.name.clone())
+            .collect();
+        let router = router_for(&config, &servers);
+        self.current.store(Arc::new(PoolSnapshot {
+            config,
+            router,
+            servers,
+        }));
+        (added, removed)
     }
 
     /// A connection to `server` failed: count it, and eject the server when the streak
@@ -157,21 +190,9 @@ impl Pool {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let current = self.current.load_full();
-        let router = match current.config.eject_policy {
-            EjectPolicy::Rehash => {
-                let live: Vec<bool> = current
-                    .servers
-                    .iter()
-                    .map(|s| !s.info.health.is_ejected())
-                    .collect();
-                PoolRouter::build(&current.config, &live)
-            }
-            // Keys never move; requests to an ejected server fail fast in the session.
-            EjectPolicy::FailFast => PoolRouter::with_all_live(&current.config),
-        };
         self.current.store(Arc::new(PoolSnapshot {
             config: current.config.clone(),
-            router,
+            router: router_for(&current.config, &current.servers),
             servers: current.servers.clone(),
         }));
     }
@@ -188,6 +209,52 @@ impl Pool {
     }
 }
 
+/// The router for `servers` as their health stands now.
+fn router_for(config: &PoolConfig, servers: &[Arc<Server>]) -> PoolRouter {
+    match config.eject_policy {
+        EjectPolicy::Rehash => {
+            let live: Vec<bool> = servers
+                .iter()
+                .map(|s| !s.info.health.is_ejected())
+                .collect();
+            PoolRouter::build(config, &live)
+        }
+        // Keys never move; requests to an ejected server fail fast in the session.
+        EjectPolicy::FailFast => PoolRouter::with_all_live(config),
+    }
+}
+
+fn probe_kind(config: &PoolConfig) -> ProbeKind {
+    if config.redis {
+        ProbeKind::Redis
+    } else {
+        ProbeKind::Memcache
+    }
+}
+
+/// A server with its connection tasks started.
+fn new_server(
+    pool: &Weak<Pool>,
+    config: &PoolConfig,
+    server: &crate::config::ServerConfig,
+    handshake: &Arc<Vec<(&'static str, Bytes)>>,
+) -> Arc<Server> {
+    let info = Arc::new(ServerInfo {
+        pool_name: config.name.clone(),
+        name: server.name.clone(),
+        pname: server.pname.clone(),
+        addr: server.addr.clone(),
+        handshake: ArcSwap::new(handshake.clone()),
+        probe: probe_kind(config),
+        health: ServerHealth::default(),
+        pool: pool.clone(),
+    });
+    let connections = (0..config.server_connections.max(1))
+        .map(|i| spawn_connection(info.clone(), config.preconnect && i == 0))
+        .collect();
+    Arc::new(Server { info, connections })
+}
+
 /// Waits `server_retry_timeout`, then returns the server to the continuum: at once (twemproxy),
 /// or once a probe shows it answers (`health_probe`, the default). Stops if the pool is gone.
 async fn return_after_retry_timeout(pool: Weak<Pool>, server: Arc<Server>) {
@@ -200,6 +267,7 @@ async fn return_after_retry_timeout(pool: Weak<Pool>, server: Arc<Server>) {
             let handshake: Vec<Bytes> = server
                 .info
                 .handshake
+                .load()
                 .iter()
                 .map(|(_, f)| f.clone())
                 .collect();

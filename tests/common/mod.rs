@@ -291,6 +291,19 @@ impl ProxyProcess {
         ProxyProcess::start(walnut_bin(), "walnut", config, &[], wait_on)
     }
 
+    /// walnut with extra command-line arguments.
+    pub fn walnut_with(config: &str, wait_on: &[SocketAddr], extra: &[&str]) -> ProxyProcess {
+        ProxyProcess::start(walnut_bin(), "walnut", config, extra, wait_on)
+    }
+
+    /// Replaces the config file (for reload tests).
+    pub fn rewrite_config(&self, config: &str) {
+        // Write then rename, so a watcher never sees a half-written file.
+        let fresh = self.config_path.with_extension("new");
+        std::fs::write(&fresh, config).expect("write config");
+        std::fs::rename(&fresh, &self.config_path).expect("replace config");
+    }
+
     /// Debian's nutcracker (twemproxy 0.5.0), the reference implementation.
     pub fn nutcracker(config: &str, wait_on: &[SocketAddr]) -> ProxyProcess {
         ProxyProcess::start("nutcracker", "nutcracker", config, &[], wait_on)
