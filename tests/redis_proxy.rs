@@ -17,8 +17,9 @@ fn err(text: &str) -> Value {
 
 /// A redis pool on a free port over `backends`, with extra directives.
 fn pool_config(port: u16, backends: &[&RedisServer], extra: &str) -> String {
-    let mut conf =
-        format!("alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n{extra}  servers:\n");
+    let mut conf = format!(
+        "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n{extra}  servers:\n"
+    );
     for (i, backend) in backends.iter().enumerate() {
         conf.push_str(&format!(
             "   - {}\n",

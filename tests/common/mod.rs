@@ -268,6 +268,12 @@ impl ProxyProcess {
         std::fs::write(&config_path, config).expect("write config");
         let stats_port = free_port().to_string();
         let mut cmd = Command::new(program);
+        // scripts/test runs the suite again with WALNUT_TEST_THREADS=1 and =4.
+        if program == walnut_bin() {
+            if let Ok(threads) = std::env::var("WALNUT_TEST_THREADS") {
+                cmd.args(["--threads", &threads]);
+            }
+        }
         cmd.arg("-c")
             .arg(&config_path)
             .args(["-s", &stats_port, "-a", "127.0.0.1", "-v", "6", "-o"])
