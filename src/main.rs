@@ -130,11 +130,15 @@ fn run(options: Options, config: config::Config) -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    // One thread: a plain event loop, without the work-stealing scheduler's bookkeeping.
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    let runtime = builder.enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
         // Handlers first: a signal that arrives once the listeners are open must not find its
         // default action (SIGHUP and SIGUSR1 would kill the process).
