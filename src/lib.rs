@@ -13,3 +13,4 @@ pub mod ops;
 pub mod proto;
 pub mod proxy;
 pub mod route;
+pub mod stats;
