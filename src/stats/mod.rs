@@ -18,6 +18,8 @@ pub mod commands;
 pub mod counters;
 pub mod histogram;
 pub mod json;
+pub mod listener;
+pub mod registry;
 
 pub use commands::{command_index, CommandCounts};
 pub use counters::{
@@ -25,3 +27,8 @@ pub use counters::{
 };
 pub use histogram::{HistogramSnapshot, LatencyHistogram, LATENCY_BUCKETS};
 pub use json::{describe_stats, render_json, JsonHeader, PoolJson};
+pub use listener::{bind_stats, serve_stats, JsonSource};
+pub use registry::{
+    hostname, ConnectionGuard, ConnectionStats, Identity, PoolEntry, ServerEntry, Stats,
+    StatsOptions, DEFAULT_INTERVAL,
+};
