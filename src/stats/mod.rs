@@ -17,17 +17,24 @@
 pub mod commands;
 pub mod counters;
 pub mod histogram;
+pub mod http;
 pub mod json;
 pub mod listener;
+pub mod prometheus;
 pub mod registry;
+
+#[cfg(test)]
+mod tests;
 
 pub use commands::{command_index, CommandCounts};
 pub use counters::{
     now_micros, Counter, Gauge, PoolFigures, PoolStats, ServerFigures, ServerStats, Timestamp,
 };
 pub use histogram::{HistogramSnapshot, LatencyHistogram, LATENCY_BUCKETS};
+pub use http::{bind_metrics, serve_metrics};
 pub use json::{describe_stats, render_json, JsonHeader, PoolJson};
 pub use listener::{bind_stats, serve_stats, JsonSource};
+pub use prometheus::{encode_metrics, metrics_registry, StatsCollector, METRICS_CONTENT_TYPE};
 pub use registry::{
     hostname, ConnectionGuard, ConnectionStats, Identity, PoolEntry, ServerEntry, Stats,
     StatsOptions, DEFAULT_INTERVAL,
