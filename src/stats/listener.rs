@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -21,12 +21,23 @@ pub const STATS_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Anything that yields the current JSON document.
 pub trait JsonSource: Send + Sync + 'static {
+    /// The whole document.
     fn json(&self) -> Bytes;
+
+    /// The document as two pieces written back to back, so a large shared body need not be
+    /// copied per reader. Defaults to `(json(), empty)`.
+    fn json_parts(&self) -> (Bytes, Bytes) {
+        (self.json(), Bytes::new())
+    }
 }
 
 impl JsonSource for Stats {
     fn json(&self) -> Bytes {
         Stats::json(self)
+    }
+
+    fn json_parts(&self) -> (Bytes, Bytes) {
+        Stats::json_parts(self)
     }
 }
 
@@ -62,8 +73,8 @@ pub(crate) fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpList
 /// Serves the stats port until the task is aborted: each connection gets `source.json()`
 /// written whole, then is closed; nothing is read from the client. Each connection is its
 /// own task, at most [`MAX_STATS_CONNECTIONS`] at once, each bounded by
-/// [`STATS_WRITE_TIMEOUT`]. The JSON is shared (`Bytes`), so many readers cost one render
-/// of the header each.
+/// [`STATS_WRITE_TIMEOUT`]. The aggregated body is shared (`Bytes`), so a reader costs one
+/// render of the small header, not a copy of the document.
 pub async fn serve_stats<S>(listener: TcpListener, source: Arc<S>)
 where
     S: JsonSource + ?Sized,
@@ -83,19 +94,19 @@ where
             debug!("stats: too many readers, closing {peer}");
             continue;
         };
-        let json = source.json();
+        let source = source.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = send(stream, json).await {
+            if let Err(e) = send(stream, source.json_parts()).await {
                 debug!("stats: writing to {peer} failed: {e}");
             }
         });
     }
 }
 
-async fn send(mut stream: TcpStream, json: Bytes) -> io::Result<()> {
+async fn send(mut stream: TcpStream, (head, body): (Bytes, Bytes)) -> io::Result<()> {
     tokio::time::timeout(STATS_WRITE_TIMEOUT, async {
-        stream.write_all(&json).await?;
+        stream.write_all_buf(&mut head.chain(body)).await?;
         stream.shutdown().await
     })
     .await

@@ -302,6 +302,18 @@ impl Stats {
         Bytes::from(json::join(&self.header(), &body))
     }
 
+    /// The same document as (header rendered now, shared aggregated body): written back to
+    /// back they are [`json`](Self::json), without copying the body.
+    pub fn json_parts(&self) -> (Bytes, Bytes) {
+        let body = Bytes::clone(&self.body.load());
+        if body.is_empty() {
+            return (self.json(), body);
+        }
+        let mut head = Vec::with_capacity(256);
+        json::write_header(&mut head, &self.header());
+        (Bytes::from(head), body)
+    }
+
     fn header(&self) -> JsonHeader<'_> {
         JsonHeader {
             service: self.options.identity.service(),
@@ -384,6 +396,15 @@ mod tests {
         );
         stats.refresh();
         assert!(text(&stats).contains("\"requests\":5, "));
+        let (head, body) = stats.json_parts();
+        assert!(stats.json().ends_with(&body));
+        assert!(head.starts_with(b"{\"service\":\"nutcracker\", "));
+        assert!(head.ends_with(b"\"curr_connections\":1, "));
+        assert!(body.starts_with(b"\"p\": {"));
+        let empty = Stats::new(options(1000), vec![]);
+        let (head, body) = empty.json_parts();
+        assert!(body.is_empty());
+        assert!(head.ends_with(b"}\n"));
     }
 
     #[tokio::test]
