@@ -307,6 +307,21 @@ impl ServerStats {
         self.request_bytes.add(bytes);
     }
 
+    /// A queued request of `bytes` left the in-queue without being sent (its connection
+    /// failed, or its client went away and it was dropped).
+    #[inline]
+    pub fn unqueued(&self, bytes: u64) {
+        self.in_queue.dec();
+        self.in_queue_bytes.sub(bytes);
+    }
+
+    /// A sent request of `bytes` will get no reply (its connection closed or timed out).
+    #[inline]
+    pub fn abandoned(&self, bytes: u64) {
+        self.out_queue.dec();
+        self.out_queue_bytes.sub(bytes);
+    }
+
     /// The reply (`reply_bytes`) to a sent request of `request_bytes` arrived after `latency`.
     #[inline]
     pub fn replied(&self, request_bytes: u64, reply_bytes: u64, latency: Duration) {
@@ -411,5 +426,16 @@ mod tests {
         assert_eq!((f.out_queue, f.out_queue_bytes), (0, 0));
         assert_eq!((f.responses, f.response_bytes), (2, 12));
         assert_eq!(s.latency.read().count, 2);
+        s.enqueue(4);
+        s.enqueue(6);
+        s.sent(6);
+        s.unqueued(4);
+        s.abandoned(6);
+        let f = s.figures();
+        assert_eq!(
+            (f.in_queue, f.in_queue_bytes, f.out_queue, f.out_queue_bytes),
+            (0, 0, 0, 0)
+        );
+        assert_eq!((f.requests, f.responses), (3, 2));
     }
 }
