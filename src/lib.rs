@@ -14,3 +14,4 @@ pub mod proto;
 pub mod proxy;
 pub mod reload;
 pub mod route;
+pub mod stats;
