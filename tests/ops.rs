@@ -745,3 +745,82 @@ fn drain_timeout_bounds_the_stop() {
         "{log}"
     );
 }
+
+/// The non-comment lines of a file in contrib/.
+fn contrib(name: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("contrib")
+        .join(name);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_systemd_unit_fits_walnut() {
+    let unit = contrib("walnut.service");
+    let value = |key: &str| {
+        unit.iter()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("walnut.service has no {key}="))
+            .to_string()
+    };
+    assert_eq!(value("Type"), "notify");
+    assert_eq!(value("KillSignal"), "SIGTERM");
+    assert_eq!(value("ExecReload"), "/bin/kill -USR1 $MAINPID");
+    let exec = value("ExecStart");
+    assert!(!exec.split_whitespace().any(|w| w == "-d"), "{exec}");
+    let stop: u64 = value("TimeoutStopSec").parse().unwrap();
+    assert!(
+        stop * 1000 > walnut::cli::DEFAULT_DRAIN_TIMEOUT_MS,
+        "TimeoutStopSec {stop}"
+    );
+    assert!(value("LimitNOFILE").parse::<u64>().unwrap() > 1024);
+    assert!(value("RestrictAddressFamilies").contains("AF_UNIX"));
+    assert!(!unit.iter().any(|l| l == "PrivateTmp=yes"));
+    // Every flag in ExecStart parses.
+    let args: Vec<&str> = exec.split_whitespace().skip(1).collect();
+    assert!(matches!(
+        walnut::cli::parse(args),
+        Ok(walnut::cli::Command::Run(_))
+    ));
+}
+
+#[test]
+fn the_logrotate_postrotate_script_makes_walnut_reopen_its_log() {
+    let rules = contrib("walnut.logrotate");
+    assert!(!rules.iter().any(|l| l == "copytruncate"));
+    let start = rules.iter().position(|l| l == "postrotate").unwrap();
+    let end = rules.iter().position(|l| l == "endscript").unwrap();
+    let script = rules[start + 1..end].join("\n");
+    assert!(script.contains("kill -HUP"), "{script}");
+
+    let backend = RedisServer::start();
+    let dir = TempDir::new("ops-logrotate");
+    let pidfile = dir.file("walnut.pid");
+    let walnut = Walnut::start(
+        "ops-logrotate",
+        &backend,
+        free_port(),
+        "",
+        &["-p", pidfile.to_str().unwrap()],
+        &[],
+        None,
+    );
+    wait_until("the pidfile", || pidfile.exists());
+    let rotated = walnut.log_path.with_extension("log.1");
+    std::fs::rename(&walnut.log_path, &rotated).unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(script.replace("/run/walnut/walnut.pid", pidfile.to_str().unwrap()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until("the reopened log file", || walnut.log_path.exists());
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("reopening log file"), "{old}");
+}
