@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, ArgMatches};
 
+use crate::ops::log::LogFormat;
+
 /// The program name used in messages.
 pub const PROGRAM: &str = "walnut";
 /// Default configuration file, relative to the working directory (as upstream twemproxy).
@@ -20,6 +22,8 @@ pub const DEFAULT_STATS_INTERVAL_MS: u64 = 30_000;
 pub const DEFAULT_MBUF_SIZE: usize = 16384;
 pub const MIN_MBUF_SIZE: usize = 512;
 pub const MAX_MBUF_SIZE: usize = 16_777_216;
+/// How long a stopping walnut waits for clients' requests in flight, by default.
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 10_000;
 
 /// Everything a run needs from the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +44,10 @@ pub struct Options {
     pub threads: Option<usize>,
     /// Reload the config by itself when the file changes.
     pub watch_config: bool,
+    /// `--log-format text|json`.
+    pub log_format: LogFormat,
+    /// `--drain-timeout MSEC`: how long SIGTERM/SIGINT wait for requests in flight.
+    pub drain_timeout_ms: u64,
 }
 
 impl Default for Options {
@@ -58,6 +66,8 @@ impl Default for Options {
             mbuf_size: DEFAULT_MBUF_SIZE,
             threads: None,
             watch_config: false,
+            log_format: LogFormat::Text,
+            drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
         }
     }
 }
@@ -89,7 +99,8 @@ pub fn usage_text() -> String {
         "Usage: {PROGRAM} [-?hVdDt] [-v verbosity level] [-o output file]
               [-c conf file] [-s stats port] [-a stats addr]
               [-i stats interval] [-p pid file] [-m mbuf size]
-              [--threads N] [--watch-config]
+              [--threads N] [--watch-config] [--log-format text|json]
+              [--drain-timeout msec]
 
 Options:
   -h, --help             : this help
@@ -107,6 +118,8 @@ Options:
   -m, --mbuf-size=N      : set size of mbuf chunk in bytes (default: {DEFAULT_MBUF_SIZE} bytes)
       --threads=N        : set data-plane threads (default: one per core)
       --watch-config     : reload the configuration when the file changes (SIGUSR1 always does)
+      --log-format=S     : set log line format, text or json (default: text)
+      --drain-timeout=N  : set how long a stop waits for requests in flight in msec (default: {DEFAULT_DRAIN_TIMEOUT_MS} msec)
 "
     )
 }
@@ -129,17 +142,25 @@ impl ValueKind {
     }
 }
 
-/// (id, short, long, kind) for every flag that takes a value.
-const VALUE_FLAGS: [(&str, char, &str, ValueKind); 9] = [
-    ("verbose", 'v', "verbose", ValueKind::Number),
-    ("output", 'o', "output", ValueKind::FileName),
-    ("conf-file", 'c', "conf-file", ValueKind::FileName),
-    ("stats-port", 's', "stats-port", ValueKind::Number),
-    ("stats-addr", 'a', "stats-addr", ValueKind::String),
-    ("stats-interval", 'i', "stats-interval", ValueKind::Number),
-    ("pid-file", 'p', "pid-file", ValueKind::FileName),
-    ("mbuf-size", 'm', "mbuf-size", ValueKind::Number),
-    ("threads", 'T', "threads", ValueKind::Number),
+/// (id, short, long, kind) for every flag that takes a value; walnut-only flags have no
+/// short form (nutcracker's letters stay free).
+const VALUE_FLAGS: [(&str, Option<char>, &str, ValueKind); 11] = [
+    ("verbose", Some('v'), "verbose", ValueKind::Number),
+    ("output", Some('o'), "output", ValueKind::FileName),
+    ("conf-file", Some('c'), "conf-file", ValueKind::FileName),
+    ("stats-port", Some('s'), "stats-port", ValueKind::Number),
+    ("stats-addr", Some('a'), "stats-addr", ValueKind::String),
+    (
+        "stats-interval",
+        Some('i'),
+        "stats-interval",
+        ValueKind::Number,
+    ),
+    ("pid-file", Some('p'), "pid-file", ValueKind::FileName),
+    ("mbuf-size", Some('m'), "mbuf-size", ValueKind::Number),
+    ("threads", None, "threads", ValueKind::Number),
+    ("log-format", None, "log-format", ValueKind::String),
+    ("drain-timeout", None, "drain-timeout", ValueKind::Number),
 ];
 
 /// (id, short, long) for every switch.
@@ -172,8 +193,7 @@ fn command_definition() -> clap::Command {
             .num_args(1)
             .allow_hyphen_values(true)
             .action(ArgAction::Set);
-        // --threads has no short form in nutcracker's letter space.
-        if short != 'T' {
+        if let Some(short) = short {
             arg = arg.short(short);
         }
         cmd = cmd.arg(arg);
@@ -213,10 +233,9 @@ fn clap_error_to_usage(err: clap::Error) -> UsageError {
     };
     if err.kind() == ErrorKind::InvalidValue || err.kind() == ErrorKind::NoEquals {
         // A flag at the end with no value.
-        for (id, short, long, kind) in VALUE_FLAGS {
-            if offending.contains(&format!("--{long}")) || offending.contains(&format!("-{short}"))
-            {
-                let _ = id;
+        for (_, short, long, kind) in VALUE_FLAGS {
+            let short_matches = short.is_some_and(|c| offending.contains(&format!("-{c}")));
+            if offending.contains(&format!("--{long}")) || short_matches {
                 return UsageError(format!(
                     "option -{} requires {}",
                     flag_letter(short, long),
@@ -233,11 +252,11 @@ fn clap_error_to_usage(err: clap::Error) -> UsageError {
     UsageError(format!("invalid option -- '{shown}'"))
 }
 
-fn flag_letter(short: char, long: &str) -> String {
-    if short == 'T' {
-        format!("-{long}")
-    } else {
-        short.to_string()
+/// How a flag is named after "option -": its letter, or `-long` for walnut-only flags.
+fn flag_letter(short: Option<char>, long: &str) -> String {
+    match short {
+        Some(c) => c.to_string(),
+        None => format!("-{long}"),
     }
 }
 
@@ -338,6 +357,13 @@ fn options_from(m: &ArgMatches) -> Result<Options, UsageError> {
         }
         opts.threads = Some(threads as usize);
     }
+    if let Some(name) = value(m, "log-format") {
+        opts.log_format = LogFormat::from_name(name)
+            .ok_or_else(|| UsageError("option --log-format requires text or json".into()))?;
+    }
+    if let Some(ms) = number(m, "drain-timeout", "-drain-timeout")? {
+        opts.drain_timeout_ms = ms;
+    }
     Ok(opts)
 }
 
@@ -426,6 +452,16 @@ mod tests {
     }
 
     #[test]
+    fn walnut_only_flags_parse() {
+        let o = opts(&["--log-format", "json", "--drain-timeout=2500"]);
+        assert_eq!(o.log_format, LogFormat::Json);
+        assert_eq!(o.drain_timeout_ms, 2500);
+        assert_eq!(opts(&["--log-format=text"]).log_format, LogFormat::Text);
+        assert_eq!(opts(&[]).drain_timeout_ms, 10_000);
+        assert_eq!(opts(&["--drain-timeout", "0"]).drain_timeout_ms, 0);
+    }
+
+    #[test]
     fn verbosity_is_clamped_to_eleven() {
         assert_eq!(opts(&["-v", "99"]).verbosity, 11);
     }
@@ -463,6 +499,22 @@ mod tests {
                 &["--threads", "0"],
                 "walnut: option --threads requires a number from 1 to 1024",
             ),
+            (
+                &["--log-format", "xml"],
+                "walnut: option --log-format requires text or json",
+            ),
+            (
+                &["--log-format"],
+                "walnut: option --log-format requires a string",
+            ),
+            (
+                &["--drain-timeout", "5s"],
+                "walnut: option --drain-timeout requires a number",
+            ),
+            (
+                &["--drain-timeout"],
+                "walnut: option --drain-timeout requires a number",
+            ),
         ];
         for (args, want) in cases {
             let got = run(args)
@@ -490,6 +542,8 @@ mod tests {
             "--pid-file=S",
             "--mbuf-size=N",
             "--threads=N",
+            "--log-format=S",
+            "--drain-timeout=N",
         ] {
             assert!(usage.contains(flag), "usage is missing {flag}");
         }

@@ -2,18 +2,20 @@
 
 use std::process::ExitCode;
 
+use std::time::Duration;
+
+use tokio::signal::unix::{Signal, SignalKind};
+
 use anyhow::Context;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
 use walnut::cli::{self, Command, Options};
 use walnut::config;
-use walnut::ops::{daemon, log, pidfile::PidFile};
+use walnut::loga;
+use walnut::ops::{daemon, limits, log, notify, pidfile::PidFile};
 
 /// How often `--watch-config` looks at the config file.
 const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// How long a stopping walnut waits for clients to finish the requests they have in flight.
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// twemproxy's `-D` text: each metric and its description.
 const STATS_DESCRIPTION: &str = r##"pool stats:
@@ -65,13 +67,19 @@ fn main() -> ExitCode {
     let config = match config::load(&options.conf_file) {
         Ok(config) => config,
         Err(errors) => {
-            for problem in &errors.0 {
-                eprintln!("{problem}");
-            }
-            eprintln!(
+            let invalid = format!(
                 "{}: configuration file '{conf_name}' syntax is invalid",
                 cli::PROGRAM
             );
+            for problem in &errors.0 {
+                eprintln!("{problem}");
+            }
+            eprintln!("{invalid}");
+            // A real start (not -t) also writes the problems to the -o log file, where an
+            // operator of a daemon looks first.
+            if !options.test_conf {
+                log_config_errors(&options, &errors, &invalid);
+            }
             return ExitCode::FAILURE;
         }
     };
@@ -95,11 +103,26 @@ fn main() -> ExitCode {
     match run(options, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            error!("{err:#}");
+            error!(target: log::ALWAYS_TARGET, "{err:#}");
             eprintln!("{}: {err:#}", cli::PROGRAM);
             ExitCode::FAILURE
         }
     }
+}
+
+/// Appends config problems to the `-o` log file as ordinary ERROR log lines.
+fn log_config_errors(options: &Options, errors: &config::ConfigErrors, summary: &str) {
+    let Some(path) = &options.log_file else {
+        return;
+    };
+    let Ok(target) = log::LogTarget::file(path) else {
+        return;
+    };
+    let _control = log::init(options.verbosity, target, options.log_format);
+    for problem in &errors.0 {
+        error!(target: log::ALWAYS_TARGET, "{problem}");
+    }
+    error!(target: log::ALWAYS_TARGET, "{summary}");
 }
 
 fn run(options: Options, config: config::Config) -> anyhow::Result<()> {
@@ -111,7 +134,7 @@ fn run(options: Options, config: config::Config) -> anyhow::Result<()> {
             .with_context(|| format!("opening log file '{}' failed", path.display()))?,
         None => log::LogTarget::stderr(),
     };
-    log::init(options.verbosity, log_target.clone());
+    let log_control = log::init(options.verbosity, log_target.clone(), options.log_format);
     let _pidfile = match &options.pid_file {
         Some(path) => Some(
             PidFile::create(path)
@@ -119,17 +142,19 @@ fn run(options: Options, config: config::Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    info!(
+    loga!(
         "{}-{} started on pid {}",
         cli::PROGRAM,
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );
+    apply_client_limit(&config);
     let threads = options.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
     });
+    loga!("data-plane threads: {threads}");
     // One thread: a plain event loop, without the work-stealing scheduler's bookkeeping.
     let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -138,94 +163,194 @@ fn run(options: Options, config: config::Config) -> anyhow::Result<()> {
         builder.worker_threads(threads);
         builder
     };
-    let runtime = builder.enable_all().build().context("starting the runtime")?;
+    let runtime = builder
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let drain_timeout = Duration::from_millis(options.drain_timeout_ms);
     runtime.block_on(async move {
         // Handlers first: a signal that arrives once the listeners are open must not find its
-        // default action (SIGHUP and SIGUSR1 would kill the process).
+        // default action (SIGHUP, SIGUSR1 and SIGTTIN would stop or kill the process).
         let signals = Signals::install()?;
         let mut proxy = walnut::proxy::start(config)?;
+        // Every listener is bound: systemd may start what depends on walnut.
+        send_notify("READY=1");
         let watcher = options
             .watch_config
             .then(|| walnut::reload::watch(options.conf_file.clone(), WATCH_INTERVAL));
-        serve_until_stopped(
-            signals,
-            &mut proxy,
-            &options.conf_file,
-            &log_target,
+        let reload = Reload {
+            proxy: &mut proxy,
+            conf_file: &options.conf_file,
             watcher,
-        )
-        .await?;
-        info!(
+        };
+        serve_until_stopped(signals, reload, &log_target, &log_control).await?;
+        send_notify("STOPPING=1");
+        loga!(
             "stopping: no new clients; draining requests in flight (up to {} ms)",
-            DRAIN_TIMEOUT.as_millis()
+            drain_timeout.as_millis()
         );
-        let left = proxy.drain(DRAIN_TIMEOUT).await;
+        let left = proxy.drain(drain_timeout).await;
         if left > 0 {
             warn!("drain timeout: closing {left} clients with requests still in flight");
         }
-        info!("stopped");
+        loga!("stopped");
         anyhow::Ok(())
     })
 }
 
+/// Raises the open-file limit and installs the client limit twemproxy derives from it.
+fn apply_client_limit(config: &config::Config) {
+    let nofile = match limits::raise_nofile() {
+        Ok(limit) => {
+            if limit.soft > limit.before {
+                loga!(
+                    "raised the open-file limit from {} to {}",
+                    limit.before,
+                    limit.soft
+                );
+            }
+            limit.soft
+        }
+        Err((limit, err)) => {
+            warn!(
+                "cannot raise the open-file limit from {} to {}: {err}",
+                limit.soft, limit.hard
+            );
+            limit.soft
+        }
+    };
+    let pools = || {
+        config
+            .pools
+            .iter()
+            .map(|p| (p.server_connections, p.servers.len()))
+    };
+    let servers = limits::server_descriptors(pools());
+    match limits::derive_max_clients(nofile, pools()) {
+        Some(max) => {
+            let max = usize::try_from(max).unwrap_or(usize::MAX);
+            limits::set_max_clients(max);
+            loga!(
+                "open-file limit {nofile}: max client connections {max}, max server connections {servers} ({} reserved)",
+                limits::RESERVED_FDS
+            );
+        }
+        None => {
+            limits::set_max_clients(0);
+            warn!(
+                "open-file limit {nofile} leaves no room for clients (server connections and listeners need {servers}, {} reserved); the client limit is not enforced",
+                limits::RESERVED_FDS
+            );
+        }
+    }
+}
+
+/// Tells systemd about a state change when it runs walnut as a `Type=notify` service.
+fn send_notify(state: &str) {
+    if let Err(err) = notify::notify(state) {
+        warn!(
+            "sd_notify {state} to ${} failed: {err}",
+            notify::NOTIFY_SOCKET
+        );
+    }
+}
+
 /// The signals walnut handles, registered before any listener opens.
 struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-    usr1: tokio::signal::unix::Signal,
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+    ttin: Signal,
+    ttou: Signal,
+    usr1: Signal,
+    usr2: Signal,
 }
 
 impl Signals {
     fn install() -> std::io::Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
+        use nix::sys::signal::Signal as Sig;
+        let on = |s: Sig| tokio::signal::unix::signal(SignalKind::from_raw(s as i32));
         Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-            usr1: signal(SignalKind::user_defined1())?,
+            term: on(Sig::SIGTERM)?,
+            int: on(Sig::SIGINT)?,
+            hup: on(Sig::SIGHUP)?,
+            ttin: on(Sig::SIGTTIN)?,
+            ttou: on(Sig::SIGTTOU)?,
+            usr1: on(Sig::SIGUSR1)?,
+            usr2: on(Sig::SIGUSR2)?,
         })
     }
 }
 
-/// Serves until SIGTERM or SIGINT. Meanwhile SIGHUP reopens the log file, and SIGUSR1 (or a
-/// change to the config file, with `--watch-config`) reloads the config in place.
+/// What a reload needs: the running proxy, the config file, and the file watcher if any.
+struct Reload<'a> {
+    proxy: &'a mut walnut::proxy::Proxy,
+    conf_file: &'a std::path::Path,
+    watcher: Option<tokio::sync::mpsc::Receiver<()>>,
+}
+
+/// Serves until SIGTERM or SIGINT. Meanwhile: SIGHUP reopens the log file, SIGTTIN / SIGTTOU
+/// raise / lower the log level, SIGUSR1 (or a change to the config file, with
+/// `--watch-config`) reloads the config in place, SIGUSR2 is logged and otherwise ignored.
 async fn serve_until_stopped(
     signals: Signals,
-    proxy: &mut walnut::proxy::Proxy,
-    conf_file: &std::path::Path,
+    mut reload: Reload<'_>,
     log_target: &log::LogTarget,
-    mut watcher: Option<tokio::sync::mpsc::Receiver<()>>,
+    log_control: &log::LogControl,
 ) -> anyhow::Result<()> {
+    use nix::sys::signal::Signal;
     let Signals {
         mut term,
         mut int,
         mut hup,
+        mut ttin,
+        mut ttou,
         mut usr1,
+        mut usr2,
     } = signals;
+    let num = |s: Signal| s as i32;
     loop {
         let file_changed = async {
-            match watcher.as_mut() {
+            match reload.watcher.as_mut() {
                 Some(rx) => rx.recv().await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            _ = term.recv() => { info!("signal 15 (SIGTERM) received, exiting"); return Ok(()) }
-            _ = int.recv() => { info!("signal 2 (SIGINT) received, exiting"); return Ok(()) }
+            _ = term.recv() => {
+                loga!("signal {} (SIGTERM) received, exiting", num(Signal::SIGTERM));
+                return Ok(());
+            }
+            _ = int.recv() => {
+                loga!("signal {} (SIGINT) received, exiting", num(Signal::SIGINT));
+                return Ok(());
+            }
             _ = hup.recv() => {
-                info!("signal 1 (SIGHUP) received, reopening log file");
+                loga!("signal {} (SIGHUP) received, reopening log file", num(Signal::SIGHUP));
                 if let Err(err) = log_target.reopen() {
                     error!("reopening log file failed: {err}");
                 }
             }
+            _ = ttin.recv() => {
+                loga!("signal {} (SIGTTIN) received, up logging level", num(Signal::SIGTTIN));
+                if let Some(level) = log_control.raise() {
+                    loga!("up log level to {level}");
+                }
+            }
+            _ = ttou.recv() => {
+                loga!("signal {} (SIGTTOU) received, down logging level", num(Signal::SIGTTOU));
+                if let Some(level) = log_control.lower() {
+                    loga!("down log level to {level}");
+                }
+            }
             _ = usr1.recv() => {
-                info!("signal 10 (SIGUSR1) received, reloading '{}'", conf_file.display());
-                walnut::reload::reload_from_file(proxy, conf_file);
+                loga!("signal {} (SIGUSR1) received, reloading '{}'", num(Signal::SIGUSR1), reload.conf_file.display());
+                walnut::reload::reload_from_file(reload.proxy, reload.conf_file);
             }
             Some(()) = file_changed => {
-                walnut::reload::reload_from_file(proxy, conf_file);
+                walnut::reload::reload_from_file(reload.proxy, reload.conf_file);
             }
+            _ = usr2.recv() => loga!("signal {} (SIGUSR2) received", num(Signal::SIGUSR2)),
         }
     }
 }

@@ -1,4 +1,7 @@
-//! Process operations: logging, daemonizing, the pidfile and signals.
+//! Process operations: logging, daemonizing, the pidfile, the open-file and client limits,
+//! and systemd readiness notification.
 pub mod daemon;
+pub mod limits;
 pub mod log;
+pub mod notify;
 pub mod pidfile;

@@ -157,9 +157,11 @@ impl Listener {
                     let _ = SockRef::from(tcp).set_keepalive(true);
                 }
             }
-            let Some(guard) = pool.admit_client() else {
+            // The process-wide limit derived from RLIMIT_NOFILE (ops::limits), then the pool's.
+            let admitted = crate::ops::limits::admit_client().zip(pool.admit_client());
+            let Some((slot, guard)) = admitted else {
                 debug!(
-                    "pool '{}' is at its client_connections limit; refusing a client",
+                    "pool '{}' is at its client limit (client_connections or the open-file limit); refusing a client",
                     config.name
                 );
                 tokio::spawn(async move {
@@ -174,9 +176,12 @@ impl Listener {
             let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
             let pool = pool.clone();
             let shutdown = shutdown.clone();
+            debug!("client {id} connected to pool '{}'", config.name);
             tokio::spawn(async move {
                 serve_client::<RedisProtocol>(stream, pool, id, shutdown).await;
+                debug!("client {id} closed");
                 drop(guard);
+                drop(slot);
             });
         }
     }
