@@ -46,6 +46,10 @@ pub struct Options {
     pub watch_config: bool,
     /// `--log-format text|json`.
     pub log_format: LogFormat,
+    /// `--metrics ADDR:PORT`: serve Prometheus metrics over HTTP at `/metrics`.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// `--stats-identity nutcracker|walnut`: the `service` and `version` of the stats JSON.
+    pub stats_identity: String,
     /// `--drain-timeout MSEC`: how long SIGTERM/SIGINT wait for requests in flight.
     pub drain_timeout_ms: u64,
 }
@@ -68,6 +72,8 @@ impl Default for Options {
             watch_config: false,
             log_format: LogFormat::Text,
             drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
+            metrics: None,
+            stats_identity: "nutcracker".to_string(),
         }
     }
 }
@@ -100,7 +106,8 @@ pub fn usage_text() -> String {
               [-c conf file] [-s stats port] [-a stats addr]
               [-i stats interval] [-p pid file] [-m mbuf size]
               [--threads N] [--watch-config] [--log-format text|json]
-              [--drain-timeout msec]
+              [--drain-timeout msec] [--metrics addr:port]
+              [--stats-identity nutcracker|walnut]
 
 Options:
   -h, --help             : this help
@@ -120,6 +127,8 @@ Options:
       --watch-config     : reload the configuration when the file changes (SIGUSR1 always does)
       --log-format=S     : set log line format, text or json (default: text)
       --drain-timeout=N  : set how long a stop waits for requests in flight in msec (default: {DEFAULT_DRAIN_TIMEOUT_MS} msec)
+      --metrics=S        : serve Prometheus metrics at http://S/metrics (default: off)
+      --stats-identity=S : stats JSON service/version: nutcracker or walnut (default: nutcracker)
 "
     )
 }
@@ -144,7 +153,7 @@ impl ValueKind {
 
 /// (id, short, long, kind) for every flag that takes a value; walnut-only flags have no
 /// short form (nutcracker's letters stay free).
-const VALUE_FLAGS: [(&str, Option<char>, &str, ValueKind); 11] = [
+const VALUE_FLAGS: [(&str, Option<char>, &str, ValueKind); 13] = [
     ("verbose", Some('v'), "verbose", ValueKind::Number),
     ("output", Some('o'), "output", ValueKind::FileName),
     ("conf-file", Some('c'), "conf-file", ValueKind::FileName),
@@ -161,6 +170,8 @@ const VALUE_FLAGS: [(&str, Option<char>, &str, ValueKind); 11] = [
     ("threads", None, "threads", ValueKind::Number),
     ("log-format", None, "log-format", ValueKind::String),
     ("drain-timeout", None, "drain-timeout", ValueKind::Number),
+    ("metrics", None, "metrics", ValueKind::String),
+    ("stats-identity", None, "stats-identity", ValueKind::String),
 ];
 
 /// (id, short, long) for every switch.
@@ -363,6 +374,24 @@ fn options_from(m: &ArgMatches) -> Result<Options, UsageError> {
     }
     if let Some(ms) = number(m, "drain-timeout", "-drain-timeout")? {
         opts.drain_timeout_ms = ms;
+    }
+    if let Some(addr) = value(m, "metrics") {
+        let addr = addr.parse().map_err(|_| {
+            UsageError(format!(
+                "option --metrics requires an ADDR:PORT, not '{addr}'"
+            ))
+        })?;
+        opts.metrics = Some(addr);
+    }
+    if let Some(identity) = value(m, "stats-identity") {
+        opts.stats_identity = match identity.as_str() {
+            "nutcracker" | "walnut" => identity.clone(),
+            _ => {
+                return Err(UsageError(
+                    "option --stats-identity requires nutcracker or walnut".into(),
+                ))
+            }
+        };
     }
     Ok(opts)
 }

@@ -17,31 +17,6 @@ use walnut::ops::{daemon, limits, log, notify, pidfile::PidFile};
 /// How often `--watch-config` looks at the config file.
 const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// twemproxy's `-D` text: each metric and its description.
-const STATS_DESCRIPTION: &str = r##"pool stats:
-  client_eof          "# eof on client connections"
-  client_err          "# errors on client connections"
-  client_connections  "# active client connections"
-  server_ejects       "# times backend server was ejected"
-  forward_error       "# times we encountered a forwarding error"
-  fragments           "# fragments created from a multi-vector request"
-
-server stats:
-  server_eof          "# eof on server connections"
-  server_err          "# errors on server connections"
-  server_timedout     "# timeouts on server connections"
-  server_connections  "# active server connections"
-  server_ejected_at   "timestamp when server was ejected in usec since epoch"
-  requests            "# requests"
-  request_bytes       "total request bytes"
-  responses           "# responses"
-  response_bytes      "total response bytes"
-  in_queue            "# requests in incoming queue"
-  in_queue_bytes      "current request bytes in incoming queue"
-  out_queue           "# requests in outgoing queue"
-  out_queue_bytes     "current request bytes in outgoing queue"
-"##;
-
 fn main() -> ExitCode {
     let options = match cli::parse(std::env::args_os().skip(1)) {
         Ok(Command::Help) => {
@@ -60,7 +35,7 @@ fn main() -> ExitCode {
         }
     };
     if options.describe_stats {
-        eprint!("{}{STATS_DESCRIPTION}", cli::version_text());
+        eprint!("{}{}", cli::version_text(), walnut::stats::describe_stats());
         return ExitCode::SUCCESS;
     }
     let conf_name = options.conf_file.display().to_string();
@@ -172,7 +147,17 @@ fn run(options: Options, config: config::Config) -> anyhow::Result<()> {
         // Handlers first: a signal that arrives once the listeners are open must not find its
         // default action (SIGHUP, SIGUSR1 and SIGTTIN would stop or kill the process).
         let signals = Signals::install()?;
-        let mut proxy = walnut::proxy::start(config)?;
+        let stats = walnut::stats::Stats::new(
+            walnut::stats::StatsOptions {
+                identity: walnut::stats::Identity::parse(&options.stats_identity)
+                    .unwrap_or_default(),
+                source: walnut::stats::hostname(),
+                interval: Duration::from_millis(options.stats_interval_ms.max(1)),
+            },
+            Vec::new(),
+        );
+        let mut proxy = walnut::proxy::start(config, stats.clone())?;
+        start_stats_servers(&options, &stats).await?;
         // Every listener is bound: systemd may start what depends on walnut.
         send_notify("READY=1");
         let watcher = options
@@ -253,6 +238,31 @@ fn send_notify(state: &str) {
             notify::NOTIFY_SOCKET
         );
     }
+}
+
+/// The stats port (`-a`:`-s`, twemproxy's JSON) and, with `--metrics`, the Prometheus endpoint.
+async fn start_stats_servers(
+    options: &Options,
+    stats: &std::sync::Arc<walnut::stats::Stats>,
+) -> anyhow::Result<()> {
+    let stats_addr = tokio::net::lookup_host((options.stats_addr.as_str(), options.stats_port))
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .with_context(|| format!("stats address '{}' does not resolve", options.stats_addr))?;
+    let listener = walnut::stats::bind_stats(stats_addr)
+        .with_context(|| format!("stats listener on {stats_addr} failed"))?;
+    stats.spawn_aggregator();
+    loga!("stats listening on {stats_addr}");
+    tokio::spawn(walnut::stats::serve_stats(listener, stats.clone()));
+    if let Some(addr) = options.metrics {
+        let listener = walnut::stats::bind_metrics(addr)
+            .with_context(|| format!("metrics listener on {addr} failed"))?;
+        loga!("Prometheus metrics on http://{addr}/metrics");
+        let registry = std::sync::Arc::new(walnut::stats::metrics_registry(stats));
+        tokio::spawn(walnut::stats::serve_metrics(listener, registry));
+    }
+    Ok(())
 }
 
 /// The signals walnut handles, registered before any listener opens.

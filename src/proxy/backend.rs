@@ -25,6 +25,7 @@ use super::pool::Pool;
 use super::stream::Stream;
 use crate::config::ServerAddr;
 use crate::proto::redis::reply::{ReplyDecoder, ReplyKind};
+use crate::stats::{ConnectionStats, ServerStats};
 
 /// Requests taken off the queue and not yet answered, per connection; beyond this the
 /// connection stops taking more, and the queue holds them.
@@ -60,7 +61,9 @@ pub struct BackendRequest {
 }
 
 impl BackendRequest {
-    fn fail(self, err: BackendError) {
+    /// Fails a request that was never sent: it leaves the server's in-queue.
+    fn fail(self, err: BackendError, stats: &ServerStats) {
+        stats.unqueued(self.frame.len() as u64);
         self.reply_to.deliver(Err(err));
     }
 
@@ -96,6 +99,10 @@ pub struct ServerInfo {
     pub health: ServerHealth,
     /// The pool, told about failures so it can eject the server.
     pub pool: Weak<Pool>,
+    /// The server's counters; kept across reloads while the server stays.
+    pub stats: Arc<ServerStats>,
+    /// Process-wide connection counts.
+    pub connections: Arc<ConnectionStats>,
 }
 
 impl ServerInfo {
@@ -112,6 +119,8 @@ enum InFlight {
         reply_to: ReplyTo,
         deadline: Option<Instant>,
         frame: Bytes,
+        /// When its last byte was written (for the server latency).
+        sent_at: Option<Instant>,
     },
     Handshake(&'static str),
 }
@@ -155,12 +164,13 @@ fn fail_waiting(
     retry: &mut VecDeque<BackendRequest>,
     queue: &mut mpsc::UnboundedReceiver<BackendRequest>,
     err: &BackendError,
+    stats: &ServerStats,
 ) {
     for req in retry.drain(..) {
-        req.fail(err.clone());
+        req.fail(err.clone(), stats);
     }
     while let Ok(req) = queue.try_recv() {
-        req.fail(err.clone());
+        req.fail(err.clone(), stats);
     }
 }
 
@@ -182,13 +192,15 @@ async fn connection_loop(
         let now = Instant::now();
         while retry.front().is_some_and(|r| r.expired(now)) {
             if let Some(req) = retry.pop_front() {
-                req.fail(BackendError::TimedOut);
+                req.fail(BackendError::TimedOut, &info.stats);
             }
         }
         if retry.is_empty() && !eager {
             continue;
         }
-        // Connecting counts against the first request's timeout.
+        // Connecting counts against the first request's timeout. twemproxy counts a server
+        // connection from the moment it is created, before it connects.
+        info.connections.opened();
         let connected = match retry.front().and_then(|r| r.deadline) {
             Some(deadline) => tokio::time::timeout_at(deadline, connect(&info.addr))
                 .await
@@ -196,53 +208,94 @@ async fn connection_loop(
             None => connect(&info.addr).await,
         };
         match connected {
-            Ok(stream) => match serve(stream, &info, &mut queue, &mut retry).await {
-                None => return,
-                Some(err) => {
-                    debug!(pool = %info.pool_name, server = %info.name, "server connection closed: {err}");
-                    info.report_failure(&err);
+            Ok(stream) => {
+                info.stats.server_connections.inc();
+                let closed = serve(stream, &info, &mut queue, &mut retry).await;
+                info.stats.server_connections.dec();
+                info.connections.closed();
+                match closed {
+                    None => return,
+                    Some(Closed { err, eof }) => {
+                        debug!(pool = %info.pool_name, server = %info.name, "server connection closed: {err}");
+                        match (&err, eof) {
+                            (_, true) => info.stats.server_eof.inc(),
+                            (BackendError::TimedOut, _) => info.stats.server_timedout.inc(),
+                            _ => info.stats.server_err.inc(),
+                        }
+                        info.report_failure(&err);
+                    }
                 }
-            },
+            }
             Err(err) => {
+                info.connections.closed();
+                if err == BackendError::TimedOut {
+                    info.stats.server_timedout.inc();
+                } else {
+                    info.stats.server_err.inc();
+                }
                 if eager {
                     warn!("connect to server '{}' failed, ignored: {err}", info.pname);
                 }
                 info.report_failure(&err);
-                fail_waiting(&mut retry, &mut queue, &err);
+                fail_waiting(&mut retry, &mut queue, &err, &info.stats);
             }
         }
         eager = false;
     }
 }
 
+/// Why a connection ended.
+struct Closed {
+    err: BackendError,
+    /// The server closed it (EOF), rather than an error or a timeout.
+    eof: bool,
+}
+
 /// The connection's pipeline state: what is in flight and what is still to be written.
 struct Pipeline {
     in_flight: VecDeque<InFlight>,
     /// Frames not yet completely written, oldest first; each has an entry at the back of
-    /// `in_flight`.
-    unwritten: VecDeque<Bytes>,
+    /// `in_flight`. The flag says whether it is a client request (counted in the stats).
+    unwritten: VecDeque<(Bytes, bool)>,
     /// Bytes of `unwritten[0]` already written.
     front_written: usize,
+    stats: Arc<ServerStats>,
 }
 
 impl Pipeline {
     fn push(&mut self, req: BackendRequest) {
-        self.unwritten.push_back(req.frame.clone());
+        self.unwritten.push_back((req.frame.clone(), true));
         self.in_flight.push_back(InFlight::Client {
             reply_to: req.reply_to,
             deadline: req.deadline,
             frame: req.frame,
+            sent_at: None,
         });
     }
 
+    fn push_handshake(&mut self, label: &'static str, frame: Bytes) {
+        self.unwritten.push_back((frame, false));
+        self.in_flight.push_back(InFlight::Handshake(label));
+    }
+
+    /// Records `written` more bytes written: frames fully written count as sent.
     fn advance(&mut self, mut written: usize) {
+        let mut now = None;
         while written > 0 {
-            let Some(front) = self.unwritten.front() else {
+            let Some((front, counted)) = self.unwritten.front() else {
                 return;
             };
             let left = front.len() - self.front_written;
             if written >= left {
                 written -= left;
+                if *counted {
+                    self.stats.sent(front.len() as u64);
+                    // The entry of `unwritten[0]` is the first one not yet fully written.
+                    let index = self.in_flight.len() - self.unwritten.len();
+                    if let Some(InFlight::Client { sent_at, .. }) = self.in_flight.get_mut(index) {
+                        *sent_at = Some(*now.get_or_insert_with(Instant::now));
+                    }
+                }
                 self.unwritten.pop_front();
                 self.front_written = 0;
             } else {
@@ -273,6 +326,7 @@ impl Pipeline {
                     reply_to,
                     deadline,
                     frame,
+                    ..
                 }) => {
                     let req = BackendRequest {
                         frame,
@@ -280,7 +334,7 @@ impl Pipeline {
                         deadline,
                     };
                     if req.expired(now) {
-                        req.fail(BackendError::TimedOut);
+                        req.fail(BackendError::TimedOut, &self.stats);
                     } else {
                         requeue.push(req);
                     }
@@ -291,34 +345,46 @@ impl Pipeline {
         for req in requeue {
             retry.push_front(req);
         }
-        for entry in self.in_flight {
-            if let InFlight::Client { reply_to, .. } = entry {
+        // What is left was sent and will get no reply, except the partly written request
+        // (if any, the last one left), which never left the in-queue.
+        let last = self.in_flight.len().saturating_sub(1);
+        for (index, entry) in self.in_flight.into_iter().enumerate() {
+            if let InFlight::Client {
+                reply_to, frame, ..
+            } = entry
+            {
+                if partially_written == 1 && index == last {
+                    self.stats.unqueued(frame.len() as u64);
+                } else {
+                    self.stats.abandoned(frame.len() as u64);
+                }
                 reply_to.deliver(Err(err.clone()));
             }
         }
     }
 }
 
-/// Serves one connected socket until it fails (`Some(err)`) or the queue closes (`None`).
+/// Serves one connected socket until it fails (`Some`) or the queue closes (`None`).
 async fn serve(
     mut stream: Stream,
     info: &ServerInfo,
     queue: &mut mpsc::UnboundedReceiver<BackendRequest>,
     retry: &mut VecDeque<BackendRequest>,
-) -> Option<BackendError> {
+) -> Option<Closed> {
     let (mut reader, mut writer) = stream.split();
     let mut pipe = Pipeline {
         in_flight: VecDeque::new(),
         unwritten: VecDeque::new(),
         front_written: 0,
+        stats: info.stats.clone(),
     };
+    let mut eof = false;
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut decoder = ReplyDecoder::default();
     let mut queue_open = true;
 
     for (label, frame) in info.handshake.load().iter() {
-        pipe.unwritten.push_back(frame.clone());
-        pipe.in_flight.push_back(InFlight::Handshake(label));
+        pipe.push_handshake(label, frame.clone());
     }
     while let Some(req) = retry.pop_front() {
         pipe.push(req);
@@ -334,7 +400,10 @@ async fn serve(
             biased;
             read = reader.read_buf(&mut input) => {
                 match read {
-                    Ok(0) => break BackendError::ConnectionReset,
+                    Ok(0) => {
+                        eof = true;
+                        break BackendError::ConnectionReset;
+                    }
                     Err(e) => break BackendError::from_io(&e),
                     Ok(_) => {}
                 }
@@ -371,18 +440,18 @@ async fn serve(
         }
     };
     pipe.unwind(&failure, retry);
-    Some(failure)
+    Some(Closed { err: failure, eof })
 }
 
 /// One vectored write of up to [`MAX_IOVECS`] pending frames.
 async fn write_some(
     writer: &mut super::stream::WriteHalf<'_>,
-    unwritten: &VecDeque<Bytes>,
+    unwritten: &VecDeque<(Bytes, bool)>,
     front_written: usize,
 ) -> std::io::Result<usize> {
     let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
     let mut count = 0;
-    for (i, frame) in unwritten.iter().take(MAX_IOVECS).enumerate() {
+    for (i, (frame, _)) in unwritten.iter().take(MAX_IOVECS).enumerate() {
         let start = if i == 0 { front_written } else { 0 };
         slices[count] = IoSlice::new(&frame[start..]);
         count += 1;
@@ -397,6 +466,7 @@ fn dispatch_replies(
     in_flight: &mut VecDeque<InFlight>,
     info: &ServerInfo,
 ) -> Result<(), BackendError> {
+    let mut now = None;
     loop {
         let reply = match decoder.decode(input) {
             Ok(Some(reply)) => reply,
@@ -407,7 +477,18 @@ fn dispatch_replies(
             }
         };
         match in_flight.pop_front() {
-            Some(InFlight::Client { reply_to, .. }) => {
+            Some(InFlight::Client {
+                reply_to,
+                frame,
+                sent_at,
+                ..
+            }) => {
+                let now = *now.get_or_insert_with(Instant::now);
+                let latency = sent_at.map_or(std::time::Duration::ZERO, |t| {
+                    now.saturating_duration_since(t)
+                });
+                info.stats
+                    .replied(frame.len() as u64, reply.frame.len() as u64, latency);
                 if reply.kind == ReplyKind::Error
                     && matches!(reply.error_word(), Some(b"OOM" | b"BUSY" | b"LOADING"))
                 {
@@ -461,6 +542,7 @@ mod tests {
             in_flight: VecDeque::new(),
             unwritten: VecDeque::new(),
             front_written: 0,
+            stats: Arc::default(),
         }
     }
 
@@ -468,7 +550,9 @@ mod tests {
     fn after_a_failure_sent_requests_fail_and_unsent_ones_are_kept_for_retry_in_order() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut pipe = empty_pipeline();
+        let stats = pipe.stats.clone();
         for (seq, frame) in [(0, &b"aaaa"[..]), (1, b"bbbb"), (2, b"cccc"), (3, b"dddd")] {
+            stats.enqueue(4);
             pipe.push(request(&tx, seq, frame));
         }
         // The first frame is written, the second only half.
@@ -511,9 +595,7 @@ mod tests {
     fn handshake_entries_are_not_retried_or_answered() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut pipe = empty_pipeline();
-        pipe.unwritten
-            .push_back(Bytes::from_static(b"*1\r\n$4\r\nAUTH\r\n"));
-        pipe.in_flight.push_back(InFlight::Handshake("AUTH"));
+        pipe.push_handshake("AUTH", Bytes::from_static(b"*1\r\n$4\r\nAUTH\r\n"));
         pipe.push(request(&tx, 0, b"get"));
         let mut retry = VecDeque::new();
         pipe.unwind(&BackendError::ConnectionRefused, &mut retry);

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::config::{Config, PoolConfig};
+use crate::stats::{self, Stats};
 use listener::Listener;
 use pool::Pool;
 
@@ -46,11 +47,13 @@ struct PoolEntry {
     socket_file: Option<PathBuf>,
     /// Set to true to make this pool's client sessions drain and close.
     drain: watch::Sender<bool>,
+    /// The listener counts as a connection in `total_connections`/`curr_connections`.
+    _listener_counted: stats::ConnectionGuard,
 }
 
 impl PoolEntry {
     /// Binds and starts a pool (the listener is already bound).
-    fn start(config: PoolConfig, listener: Listener) -> PoolEntry {
+    fn start(config: PoolConfig, listener: Listener, stats: &Stats) -> PoolEntry {
         info!(
             "pool '{}' listening on {} with {} servers",
             config.name,
@@ -58,7 +61,7 @@ impl PoolEntry {
             config.servers.len()
         );
         let listen_text = config.listen_text.clone();
-        let pool = Pool::start(config);
+        let pool = Pool::start(config, stats.connections().clone());
         let socket_file = listener.socket_path().map(|p| p.to_path_buf());
         let (drain, drain_rx) = watch::channel(false);
         let accept_task = tokio::spawn(Listener::run(listener, pool.clone(), drain_rx));
@@ -68,6 +71,7 @@ impl PoolEntry {
             accept_task,
             socket_file,
             drain,
+            _listener_counted: stats.connections().track(),
         }
     }
 
@@ -91,6 +95,8 @@ impl PoolEntry {
 #[derive(Debug)]
 pub struct Proxy {
     entries: Vec<PoolEntry>,
+    /// The stats registry: its layout follows the pools and servers being served.
+    stats: Arc<Stats>,
     /// Pools removed by a reload whose clients may still be draining.
     retired: Vec<Arc<Pool>>,
 }
@@ -135,7 +141,7 @@ fn check_supported(config: &Config) -> Result<(), StartError> {
 }
 
 /// Binds all listeners (in sorted pool order) and starts serving. Must run inside the runtime.
-pub fn start(config: Config) -> Result<Proxy, StartError> {
+pub fn start(config: Config, stats: Arc<Stats>) -> Result<Proxy, StartError> {
     check_supported(&config)?;
     let mut bound = Vec::with_capacity(config.pools.len());
     for pool in &config.pools {
@@ -145,15 +151,43 @@ pub fn start(config: Config) -> Result<Proxy, StartError> {
         .pools
         .into_iter()
         .zip(bound)
-        .map(|(pool, listener)| PoolEntry::start(pool, listener))
+        .map(|(pool, listener)| PoolEntry::start(pool, listener, &stats))
         .collect();
-    Ok(Proxy {
+    let proxy = Proxy {
         entries,
+        stats,
         retired: Vec::new(),
-    })
+    };
+    proxy.publish_stats_layout();
+    Ok(proxy)
 }
 
 impl Proxy {
+    /// Points the stats registry at the pools and servers being served (their own counters,
+    /// so a server that stays across a reload keeps counting).
+    fn publish_stats_layout(&self) {
+        let layout = self
+            .entries
+            .iter()
+            .map(|entry| {
+                let snapshot = entry.pool.current.load();
+                stats::PoolEntry {
+                    name: snapshot.config.name.clone(),
+                    stats: entry.pool.stats.clone(),
+                    servers: snapshot
+                        .servers
+                        .iter()
+                        .map(|s| stats::ServerEntry {
+                            name: s.info.name.clone(),
+                            stats: s.info.stats.clone(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        self.stats.set_pools(layout);
+    }
+
     /// The pools being served, in sorted order.
     pub fn pools(&self) -> Vec<Arc<Pool>> {
         self.entries.iter().map(|e| e.pool.clone()).collect()
@@ -215,7 +249,7 @@ impl Proxy {
                         continue;
                     };
                     summary.pools_added.push(pool.name.clone());
-                    entries.push(PoolEntry::start(pool, listener));
+                    entries.push(PoolEntry::start(pool, listener, &self.stats));
                 }
             }
         }
@@ -226,6 +260,7 @@ impl Proxy {
         self.entries = entries;
         self.retired
             .retain(|pool| pool.clients.load(Ordering::Acquire) > 0);
+        self.publish_stats_layout();
         info!("reload: {summary}");
         Ok(summary)
     }

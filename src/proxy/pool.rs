@@ -16,6 +16,7 @@ use super::error::BackendError;
 use super::health::{self, ProbeKind, ServerHealth};
 use crate::config::{EjectPolicy, PoolConfig};
 use crate::route::PoolRouter;
+use crate::stats::{ConnectionStats, PoolStats, ServerStats};
 
 /// One backend server and its connections.
 #[derive(Debug)]
@@ -45,6 +46,10 @@ pub struct PoolSnapshot {
 pub struct Pool {
     pub current: ArcSwap<PoolSnapshot>,
     pub clients: AtomicUsize,
+    /// The pool's counters; kept across reloads.
+    pub stats: Arc<PoolStats>,
+    /// Process-wide connection counts (`total_connections`, `curr_connections`).
+    pub connections: Arc<ConnectionStats>,
     /// Serialises snapshot rebuilds (ejection, return); never taken on the request path.
     rebuild: Mutex<()>,
 }
@@ -79,14 +84,14 @@ fn handshake_for(config: &PoolConfig) -> Vec<(&'static str, Bytes)> {
 impl Pool {
     /// Builds a pool and starts its backend connection tasks (which connect lazily unless
     /// `preconnect`). Must run inside the tokio runtime.
-    pub fn start(config: PoolConfig) -> Arc<Pool> {
+    pub fn start(config: PoolConfig, connections: Arc<ConnectionStats>) -> Arc<Pool> {
         let config = Arc::new(config);
         Arc::new_cyclic(|pool: &Weak<Pool>| {
             let handshake = Arc::new(handshake_for(&config));
             let servers = config
                 .servers
                 .iter()
-                .map(|server| new_server(pool, &config, server, &handshake))
+                .map(|server| new_server(pool, &config, server, &handshake, &connections))
                 .collect();
             let snapshot = PoolSnapshot {
                 router: PoolRouter::with_all_live(&config),
@@ -96,6 +101,8 @@ impl Pool {
             Pool {
                 current: ArcSwap::from_pointee(snapshot),
                 clients: AtomicUsize::new(0),
+                stats: Arc::default(),
+                connections,
                 rebuild: Mutex::new(()),
             }
         })
@@ -133,7 +140,7 @@ impl Pool {
                     }
                     None => {
                         added.push(server.name.clone());
-                        new_server(&weak, &config, server, &handshake)
+                        new_server(&weak, &config, server, &handshake, &self.connections)
                     }
                 }
             })
@@ -160,6 +167,8 @@ impl Pool {
         if !config.auto_eject_hosts || !server.health.record_failure(config.server_failure_limit) {
             return;
         }
+        server.stats.server_ejected_at.set_now();
+        self.stats.server_ejects.inc();
         warn!(
             "pool '{}': ejecting server '{}' for {} ms after {} consecutive failures (last: {err})",
             config.name,
@@ -238,6 +247,7 @@ fn new_server(
     config: &PoolConfig,
     server: &crate::config::ServerConfig,
     handshake: &Arc<Vec<(&'static str, Bytes)>>,
+    connections: &Arc<ConnectionStats>,
 ) -> Arc<Server> {
     let info = Arc::new(ServerInfo {
         pool_name: config.name.clone(),
@@ -248,6 +258,8 @@ fn new_server(
         probe: probe_kind(config),
         health: ServerHealth::default(),
         pool: pool.clone(),
+        stats: Arc::new(ServerStats::default()),
+        connections: connections.clone(),
     });
     let connections = (0..config.server_connections.max(1))
         .map(|i| spawn_connection(info.clone(), config.preconnect && i == 0))

@@ -59,6 +59,7 @@ impl Protocol for RedisProtocol {
 
 impl RedisProtocol {
     fn handle_request(&mut self, core: &mut Core, snapshot: &PoolSnapshot, request: Request) {
+        core.count_command(request.arg(0).unwrap_or_default());
         match dispatch::dispatch(&request) {
             Dispatch::Quit => core.closing = Some(Closing::Quit),
             Dispatch::Auth { password } => {

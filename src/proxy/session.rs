@@ -22,6 +22,7 @@ use super::pool::{Pool, PoolSnapshot, Server};
 use super::stream::Stream;
 use crate::config::EjectPolicy;
 use crate::route::RouteError;
+use crate::stats::PoolStats;
 
 /// Requests in flight per client before walnut stops decoding and reading from it.
 const MAX_PENDING_REQUESTS: usize = 4096;
@@ -53,8 +54,14 @@ pub trait Merger: Send {
 /// Decides whether a reply reaches the client (meta quiet mode hides some).
 pub type ReplyFilter = fn(&[u8]) -> bool;
 
-/// A request's place in the reply order.
-enum Slot {
+/// A request's place in the reply order, with when it arrived (for the pool latency).
+struct Slot {
+    state: SlotState,
+    arrived: Instant,
+}
+
+/// What a slot holds.
+enum SlotState {
     Waiting(Option<ReplyFilter>),
     Split(Box<dyn Merger>),
     Ready(Bytes),
@@ -86,6 +93,10 @@ pub struct Core {
     unwritten: usize,
     /// When requests read in the current batch time out (now + the pool's `timeout`).
     batch_deadline: Option<Instant>,
+    /// When the current batch was read.
+    batch_arrived: Instant,
+    /// The pool's counters.
+    stats: Arc<PoolStats>,
     error_reply: fn(&BackendError) -> Bytes,
     pub closing: Option<Closing>,
 }
@@ -106,13 +117,26 @@ impl Core {
     /// Queues a reply that is already known, in its place in the order.
     pub fn push_ready(&mut self, reply: Bytes) {
         self.ready_bytes += reply.len();
-        self.slots.push_back(Slot::Ready(reply));
+        self.push_slot(SlotState::Ready(reply));
+    }
+
+    fn push_slot(&mut self, state: SlotState) {
+        self.slots.push_back(Slot {
+            state,
+            arrived: self.batch_arrived,
+        });
     }
 
     /// Queues the reply for a proxy-side failure.
     pub fn push_error(&mut self, err: &BackendError) {
+        self.stats.forward_error.inc();
         let reply = (self.error_reply)(err);
         self.push_ready(reply);
+    }
+
+    /// Counts a request by its command name (Prometheus `walnut_pool_commands_total`).
+    pub fn count_command(&self, name: &[u8]) {
+        self.stats.count_command(name);
     }
 
     /// Sends `frame` to `server` (or answers why there is none) and reserves its reply slot;
@@ -128,6 +152,7 @@ impl Core {
             Ok(server) => server,
             Err(err) => return self.push_error(&err),
         };
+        let bytes = frame.len() as u64;
         let request = BackendRequest {
             frame,
             reply_to: ReplyTo {
@@ -137,9 +162,13 @@ impl Core {
             },
             deadline: self.batch_deadline,
         };
+        server.info.stats.enqueue(bytes);
         match server.connection_for(self.id).send(request) {
-            Ok(()) => self.slots.push_back(Slot::Waiting(filter)),
-            Err(_) => self.push_error(&BackendError::ConnectionRefused),
+            Ok(()) => self.push_slot(SlotState::Waiting(filter)),
+            Err(_) => {
+                server.info.stats.unqueued(bytes);
+                self.push_error(&BackendError::ConnectionRefused);
+            }
         }
     }
 
@@ -151,6 +180,8 @@ impl Core {
         mut merger: Box<dyn Merger>,
     ) {
         let seq = self.next_seq();
+        // walnut counts the parts of split requests (twemproxy leaves `fragments` at 0).
+        self.stats.fragments.add(parts.len() as u64);
         for (index, (server, frame)) in parts.into_iter().enumerate() {
             let server = match target(snapshot, server) {
                 Ok(server) => server,
@@ -164,12 +195,15 @@ impl Core {
                 seq,
                 part: index as u32,
             };
+            let bytes = frame.len() as u64;
             let request = BackendRequest {
                 frame,
                 reply_to,
                 deadline: self.batch_deadline,
             };
+            server.info.stats.enqueue(bytes);
             if server.connection_for(self.id).send(request).is_err() {
+                server.info.stats.unqueued(bytes);
                 merger.accept(index, Err(BackendError::ConnectionRefused.to_string()));
             }
         }
@@ -177,7 +211,7 @@ impl Core {
             let reply = merger.finish();
             self.push_ready(reply);
         } else {
-            self.slots.push_back(Slot::Split(merger));
+            self.push_slot(SlotState::Split(merger));
         }
     }
 
@@ -188,31 +222,47 @@ impl Core {
         let Some(slot) = self.slots.get_mut(index as usize) else {
             return;
         };
-        let ready = match slot {
-            Slot::Waiting(filter) => match reply.result {
+        let ready = match &mut slot.state {
+            SlotState::Waiting(filter) => match reply.result {
                 Ok(frame) if filter.is_some_and(|shown| !shown(&frame)) => Bytes::new(),
                 Ok(frame) => frame,
-                Err(err) => (self.error_reply)(&err),
+                Err(err) => {
+                    self.stats.forward_error.inc();
+                    (self.error_reply)(&err)
+                }
             },
-            Slot::Split(merger) => {
+            SlotState::Split(merger) => {
                 if !merger.accept(reply.part as usize, reply.result.map_err(|e| e.to_string())) {
                     return;
                 }
                 merger.finish()
             }
             // A reply for a slot that already has one: never overwrite it.
-            Slot::Ready(_) => return,
+            SlotState::Ready(_) => return,
         };
         self.ready_bytes += ready.len();
-        *slot = Slot::Ready(ready);
+        slot.state = SlotState::Ready(ready);
     }
 
     /// Moves the ready replies at the front of the order into the output buffer.
     fn move_ready_replies(&mut self, out: &mut BytesMut) {
-        while let Some(Slot::Ready(_)) = self.slots.front() {
-            if let Some(Slot::Ready(reply)) = self.slots.pop_front() {
+        let mut now = None;
+        while let Some(Slot {
+            state: SlotState::Ready(_),
+            ..
+        }) = self.slots.front()
+        {
+            if let Some(Slot {
+                state: SlotState::Ready(reply),
+                arrived,
+            }) = self.slots.pop_front()
+            {
                 self.ready_bytes -= reply.len();
                 out.extend_from_slice(&reply);
+                let now = *now.get_or_insert_with(Instant::now);
+                self.stats
+                    .request_latency
+                    .observe(now.saturating_duration_since(arrived));
             }
             self.front_seq += 1;
         }
@@ -221,10 +271,11 @@ impl Core {
 
     /// Starts a new batch: requests read now time out at now + the pool's `timeout`.
     pub fn start_batch(&mut self, snapshot: &PoolSnapshot) {
+        self.batch_arrived = Instant::now();
         self.batch_deadline = snapshot
             .config
             .timeout_ms
-            .map(|ms| Instant::now() + Duration::from_millis(ms));
+            .map(|ms| self.batch_arrived + Duration::from_millis(ms));
     }
 }
 
@@ -266,6 +317,8 @@ pub async fn serve_client<P: Protocol>(
 ) {
     let (reply_tx, mut replies) = mpsc::unbounded_channel();
     let mut protocol = P::new(&pool.current.load());
+    let _counted = pool.connections.track();
+    pool.stats.client_connections.inc();
     let mut core = Core {
         id,
         slots: VecDeque::new(),
@@ -274,9 +327,13 @@ pub async fn serve_client<P: Protocol>(
         ready_bytes: 0,
         unwritten: 0,
         batch_deadline: None,
+        batch_arrived: Instant::now(),
+        stats: pool.stats.clone(),
         error_reply: P::error_reply,
         closing: None,
     };
+    // A read or write error ends the session as a client error (twemproxy's `client_err`).
+    let mut failed = false;
     let (mut reader, mut writer) = stream.split();
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::with_capacity(READ_CHUNK);
@@ -307,6 +364,7 @@ pub async fn serve_client<P: Protocol>(
             written = writer.write_buf(&mut out), if !out.is_empty() => {
                 if let Err(e) = written {
                     debug!(client = id, "client write failed: {e}");
+                    failed = true;
                     break;
                 }
             }
@@ -319,6 +377,7 @@ pub async fn serve_client<P: Protocol>(
                     Ok(_) => handle_input(&mut protocol, &mut core, &pool, &mut input),
                     Err(e) => {
                         debug!(client = id, "client read failed: {e}");
+                        failed = true;
                         break;
                     }
                 }
@@ -329,6 +388,12 @@ pub async fn serve_client<P: Protocol>(
         }
     }
     let _ = writer.shutdown().await;
+    pool.stats.client_connections.dec();
+    if failed || core.closing == Some(Closing::ProtocolError) {
+        pool.stats.client_err.inc();
+    } else {
+        pool.stats.client_eof.inc();
+    }
 }
 
 fn handle_input<P: Protocol>(protocol: &mut P, core: &mut Core, pool: &Pool, input: &mut BytesMut) {

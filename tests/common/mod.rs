@@ -249,6 +249,8 @@ pub fn walnut_bin() -> &'static str {
 /// A proxy process (walnut or nutcracker) running `config`.
 pub struct ProxyProcess {
     pub process: Process,
+    /// The stats port (`-s`), on 127.0.0.1.
+    pub stats_port: u16,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     _dir: TempDir,
@@ -266,7 +268,7 @@ impl ProxyProcess {
         let config_path = dir.file("proxy.yml");
         let log_path = dir.file("proxy.log");
         std::fs::write(&config_path, config).expect("write config");
-        let stats_port = free_port().to_string();
+        let stats_port = free_port();
         let mut cmd = Command::new(program);
         // scripts/test runs the suite again with WALNUT_TEST_THREADS=1 and =4.
         if program == walnut_bin() {
@@ -276,7 +278,15 @@ impl ProxyProcess {
         }
         cmd.arg("-c")
             .arg(&config_path)
-            .args(["-s", &stats_port, "-a", "127.0.0.1", "-v", "6", "-o"])
+            .args([
+                "-s",
+                &stats_port.to_string(),
+                "-a",
+                "127.0.0.1",
+                "-v",
+                "6",
+                "-o",
+            ])
             .arg(&log_path)
             .args(extra)
             .stdout(Stdio::null());
@@ -286,6 +296,7 @@ impl ProxyProcess {
         }
         ProxyProcess {
             process,
+            stats_port,
             config_path,
             log_path,
             _dir: dir,
@@ -300,6 +311,26 @@ impl ProxyProcess {
     /// walnut with extra command-line arguments.
     pub fn walnut_with(config: &str, wait_on: &[SocketAddr], extra: &[&str]) -> ProxyProcess {
         ProxyProcess::start(walnut_bin(), "walnut", config, extra, wait_on)
+    }
+
+    /// nutcracker with extra command-line arguments.
+    pub fn nutcracker_with(config: &str, wait_on: &[SocketAddr], extra: &[&str]) -> ProxyProcess {
+        ProxyProcess::start("nutcracker", "nutcracker", config, extra, wait_on)
+    }
+
+    /// One stats document from the stats port, as raw text.
+    pub fn stats_json(&self) -> String {
+        use std::io::Read;
+        let mut stream =
+            TcpStream::connect(("127.0.0.1", self.stats_port)).expect("connect to the stats port");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut text = String::new();
+        stream
+            .read_to_string(&mut text)
+            .expect("read the stats document");
+        text
     }
 
     /// Replaces the config file (for reload tests).
