@@ -39,8 +39,11 @@ M1_KEYS = 20  # 1 MB values: key:<12 digits> (redis-benchmark -t set/get -d 1048
 MGET_KEYS = 100  # m:0 .. m:99
 
 
+T0 = time.time()
+
+
 def log(msg):
-    print(msg, file=sys.stderr, flush=True)
+    print(f"[{time.time() - T0:5.0f}s] {msg}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- processes
@@ -393,11 +396,11 @@ def plan(quick):
     if quick:
         n1, n16, n4k, n1m, nm, mc_exec, idle = 5_000, 20_000, 2_000, 100, 1_000, 1_000, 1_000
     else:
-        n1, n16, n4k, n1m, nm, mc_exec, idle = 60_000, 400_000, 40_000, 2_000, 20_000, 6_000, 10_000
+        n1, n16, n4k, n1m, nm, mc_exec, idle = 100_000, 600_000, 60_000, 2_000, 30_000, 10_000, 10_000
     w = []
     depths = [1, 16] if quick else [1, 16, 128]
     for p in depths:
-        n = n1 if p == 1 else (n16 if p == 16 else 2 * n16)
+        n = n1 if p == 1 else n16
         w.append((f"set3-P{p}", f"SET 3 B, pipeline {p}", "redis",
                   dict(pool="r2", n=n, args=["-c", "50", "-P", str(p), "-r", str(S3_KEYS), "SET", "s3:__rand_int__", "xxx"])))
         w.append((f"get3-P{p}", f"GET 3 B, pipeline {p}", "redis",
@@ -425,7 +428,7 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.quick = args.quick
-        self.rounds = args.rounds if args.rounds else (1 if args.quick else 3)
+        self.rounds = args.rounds if args.rounds else (1 if args.quick else 5)
         self.walnut = os.environ.get("WALNUT_BIN") or os.path.join(ROOT, "target/release/walnut")
         self.work = tempfile.mkdtemp(prefix="walnut-bench.")
         self.workloads, self.idle_count = plan(self.quick)
@@ -435,6 +438,9 @@ class Bench:
         self.failures = []  # contenders that should work and did not answer
         self.unavailable = {}  # (target, kind) -> reason
         self.timeout = 60 if self.quick else 180
+        # the full run must stay under 10 minutes on a 2-core box, even a busy one: after the
+        # third alternation, stop early if another one would pass this many seconds
+        self.budget = 510
 
     # ---- backends (once)
     def start_backends(self):
@@ -582,23 +588,37 @@ bench_r4:
         if target != "direct" and proc is None:
             raise NA(f"{target} is not running")
         if proc is not None and proc.poll() is not None:
-            raise NA(f"{target} had exited (status {proc.returncode}): {log_tail(proc)}")
+            raise NA(self.died(target, kind, proc))
         port = self.port_for(target, kind, params.get("pool"))
         cpu0 = cpu_seconds(proc.pid) if proc else None
-        if kind == "redis":
-            res = redis_benchmark(port, params["args"], params["n"], self.timeout)
-        else:
-            res = memcslap(port, params["test"], params["conc"], params["execute"], self.timeout)
+        try:
+            if kind == "redis":
+                res = redis_benchmark(port, params["args"], params["n"], self.timeout)
+            else:
+                res = memcslap(port, params["test"], params["conc"], params["execute"], self.timeout)
+        except NA as e:
+            # the contender is up but the load generator failed against it: it does not answer
+            reason = f"{target} ({kind}), {wid}: {e}"
+            self.failures.append(reason)
+            raise
         if proc:
             if proc.poll() is not None:
-                raise NA(f"{target} exited during the run (status {proc.returncode}): {log_tail(proc)}")
+                raise NA(self.died(target, kind, proc))
             res["cpu_us"] = (cpu_seconds(proc.pid) - cpu0) * 1e6 / res["requests"]
         else:
             res["cpu_us"] = None
         return res
 
+    def died(self, target, kind, proc):
+        """A proxy that answered at first has exited: a failure of a contender that should work."""
+        reason = f"{target} ({kind}) exited during the run (status {proc.returncode}): {log_tail(proc)}"
+        if reason not in self.failures:
+            self.failures.append(reason)
+        return reason
+
     def run(self):
         self.started = time.time()
+        self.load_before = open("/proc/loadavg").read().split()[:3]
         self.start_backends()
         for rnd in range(self.rounds):
             log(f"== alternation {rnd + 1}/{self.rounds}")
@@ -632,7 +652,14 @@ bench_r4:
                         self.na[(wid, target)] = str(e)
                         log(f"   {label:<28} {target:<10} n/a: {e}")
             self.stop_proxies()
+            done = rnd + 1
+            spent = time.time() - self.started
+            if done < self.rounds and done >= 3 and spent + spent / done > self.budget:
+                log(f"== stopping after {done} alternations: another would pass the {self.budget} s budget")
+                self.rounds = done
+                break
         self.elapsed = time.time() - self.started
+        self.load_after = open("/proc/loadavg").read().split()[:3]
 
 
 # --------------------------------------------------------------------------- report
@@ -705,6 +732,8 @@ def machine(b):
         ("walnut", f"{sh(b.walnut + ' --version')}, git {commit}, binary {b.walnut}"),
         ("walnut threads", "default (one per core)"),
         ("RLIMIT_NOFILE", str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])),
+        ("load average (1/5/15 min)", f"{' / '.join(b.load_before)} before the run, "
+                                      f"{' / '.join(b.load_after)} after (other work on the machine shows here)"),
     ]
 
 
