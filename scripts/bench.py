@@ -729,8 +729,8 @@ def machine(b):
         ("memcached", sh("memcached -V")),
         ("memcslap", sh("memcslap --version").splitlines()[0] if sh("memcslap --version") else "?"),
         ("nutcracker", sh("nutcracker --version").splitlines()[0].replace("This is ", "")),
-        ("walnut", f"{sh(b.walnut + ' --version')}, git {commit}, binary {b.walnut}"),
-        ("walnut threads", "default (one per core)"),
+        ("walnut", f"{'; '.join(sh(b.walnut + ' --version').splitlines())}, git {commit}, binary {b.walnut}"),
+        ("walnut threads", f"default (one per core: {os.cpu_count()})"),
         ("RLIMIT_NOFILE", str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])),
         ("load average (1/5/15 min)", f"{' / '.join(b.load_before)} before the run, "
                                       f"{' / '.join(b.load_after)} after (other work on the machine shows here)"),
@@ -740,6 +740,7 @@ def machine(b):
 def target_checks(b, s):
     """Issue 8's targets, each met / missed by how much."""
     rows = []
+    labels = {w[0]: w[1] for w in b.workloads}
 
     def thr(label, wids, vs, factor):
         for wid in wids:
@@ -747,11 +748,11 @@ def target_checks(b, s):
             o = s.get((wid, vs), {}).get("rps")
             r = ratio(w, o)
             if r is None:
-                rows.append((label, wid, f"≥ {factor}× {vs}", "n/a", "n/a (not measured)"))
+                rows.append((label, labels[wid], f"≥ {factor}× {vs}", "n/a", "n/a (not measured)"))
             elif r >= factor:
-                rows.append((label, wid, f"≥ {factor}× {vs}", f"{r:.2f}×", "met"))
+                rows.append((label, labels[wid], f"≥ {factor}× {vs}", f"{r:.2f}×", "met"))
             else:
-                rows.append((label, wid, f"≥ {factor}× {vs}", f"{r:.2f}×",
+                rows.append((label, labels[wid], f"≥ {factor}× {vs}", f"{r:.2f}×",
                              f"missed by {(factor - r) / factor * 100:.0f}% (needs {factor / r:.2f}× more)"))
 
     ids = [w[0] for w in b.workloads]
@@ -765,24 +766,24 @@ def target_checks(b, s):
         w = s.get((wid, "walnut"), {}).get("p99")
         o = s.get((wid, "nutcracker"), {}).get("p99")
         if w is None or o is None:
-            rows.append(("p99 latency", wid, "≤ nutcracker", "n/a", "n/a (not measured)"))
+            rows.append(("p99 latency", labels[wid], "≤ nutcracker", "n/a", "n/a (not measured)"))
         else:
-            rows.append(("p99 latency", wid, "≤ nutcracker", f"{w:.3f} vs {o:.3f} ms",
+            rows.append(("p99 latency", labels[wid], "≤ nutcracker", f"{w:.3f} vs {o:.3f} ms",
                          "met" if w <= o else f"missed by {(w - o) / o * 100:.0f}%"))
     for wid in ids:
         w = s.get((wid, "walnut"), {}).get("cpu_us")
         o = s.get((wid, "nutcracker"), {}).get("cpu_us")
         if w is None or o is None:
-            rows.append(("CPU per request", wid, "≤ nutcracker", "n/a", "n/a (not measured)"))
+            rows.append(("CPU per request", labels[wid], "≤ nutcracker", "n/a", "n/a (not measured)"))
         else:
-            rows.append(("CPU per request", wid, "≤ nutcracker", f"{w:.2f} vs {o:.2f} µs",
+            rows.append(("CPU per request", labels[wid], "≤ nutcracker", f"{w:.2f} vs {o:.2f} µs",
                          "met" if w <= o else f"missed by {(w - o) / o * 100:.0f}%"))
     w = med([x[1] for x in b.idle.get("walnut", [])])
     o = med([x[1] for x in b.idle.get("nutcracker", [])])
     if w is None or o is None:
-        rows.append(("RSS, idle clients", "idle", "≤ nutcracker", "n/a", "n/a (not measured)"))
+        rows.append(("RSS, idle clients", f"{b.idle_count:,} idle", "≤ nutcracker", "n/a", "n/a (not measured)"))
     else:
-        rows.append(("RSS, idle clients", "idle", "≤ nutcracker", f"{w / 1024:.1f} vs {o / 1024:.1f} MB",
+        rows.append(("RSS, idle clients", f"{b.idle_count:,} idle", "≤ nutcracker", f"{w / 1024:.1f} vs {o / 1024:.1f} MB",
                      "met" if w <= o else f"missed by {(w - o) / o * 100:.0f}%"))
     thr("stretch: depth 1 vs direct", p1, "direct", 0.9)
     thr("stretch: depth 16/128, MGET vs direct", pN, "direct", 0.7)
@@ -876,7 +877,7 @@ Measured by `scripts/bench` on {when}: walnut against nutcracker (twemproxy 0.5.
 direct access to one backend (the physical bound), on the same backends in one run.
 {"**This is a --quick smoke run (few requests, 1 alternation): its numbers are not meaningful.**" if b.quick else ""}
 
-Reproduce (from the repository root; takes about {b.elapsed / 60:.0f} minutes here):
+Reproduce (from the repository root; the measurements took {b.elapsed:.0f} s here, plus the build):
 
 ```sh
 {cmdline}
@@ -941,7 +942,10 @@ config (ports of the last alternation):
 Pools: `bench_r2` (2 servers) serves the SET/GET workloads, `bench_r4` (4 servers) the MGET one,
 `bench_mc` the memcached ones. Direct: backend 1 of each kind.
 
-| workload | load generator (against the target's port) |
+Each load generator runs against the target's port (`redis-benchmark -h 127.0.0.1 -p PORT --csv …`,
+`memcslap --servers=127.0.0.1:PORT …`):
+
+| workload | load generator |
 |---|---|
 {chr(10).join(wl)}
 
@@ -973,7 +977,7 @@ def main():
         out_path = os.path.join(ROOT, "docs/BENCHMARKS.md")
     cmd = ["scripts/bench"] + sys.argv[1:]
     cmdline = " ".join(cmd)
-    if os.environ.get("WALNUT_BIN") and os.path.abspath(os.environ["WALNUT_BIN"]) != os.path.join(ROOT, "target/release/walnut"):
+    if os.environ.get("WALNUT_BIN") and not os.environ.get("WALNUT_BUILT") and os.path.abspath(os.environ["WALNUT_BIN"]) != os.path.join(ROOT, "target/release/walnut"):
         cmdline = f"WALNUT_BIN={os.environ['WALNUT_BIN']} {cmdline}   # or without WALNUT_BIN: builds target/release/walnut"
     b = Bench(args)
     rc = 0
