@@ -718,8 +718,10 @@ def machine(b):
                 cpu = line.split(":", 1)[1].strip()
                 break
     commit = sh(f"git -C {ROOT} rev-parse --short=12 HEAD")
+    src = sh(f"git -C {ROOT} log -1 --format=%h -- src Cargo.toml Cargo.lock")
+    commit += f" (walnut's code: src/ last changed in {src})"
     if sh(f"git -C {ROOT} status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock"):
-        commit += " (with uncommitted changes in src/)"
+        commit += ", with uncommitted changes in src/"
     return [
         ("nproc", str(os.cpu_count())),
         ("CPU", cpu),
@@ -870,6 +872,9 @@ def write_markdown(b, path, cmdline, table, ratios, idle, checks):
         else:
             wl.append(f"| {label} | `memcslap --test={p['test']} --concurrency={p['conc']} "
                       f"--execute-number={p['execute']}` |")
+    met = sum(1 for c in checks if c[4] == "met")
+    na = sum(1 for c in checks if c[4].startswith("n/a"))
+    check_summary = f"**{met} of {len(checks)} met, {len(checks) - met - na} missed, {na} not measured.**"
     check_rows = "\n".join(f"| {a} | {w} | {t} | {m} | {r} |" for a, w, t, m, r in checks)
     doc = f"""# walnut benchmarks
 
@@ -908,7 +913,7 @@ connections are held open to its redis pool (measured on a freshly started proxy
 Targets set by issue 8: throughput ≥ 1.1× nutcracker at pipeline depth 1, ≥ 1.5× at depth 16/128
 and for MGET, ≥ 1.1× for memcached; p99 ≤ nutcracker; CPU per request ≤ nutcracker; RSS with 10k
 idle clients ≤ nutcracker; stretch: ≥ 0.9× direct at depth 1 and ≥ 0.7× direct at depth 16/128
-and MGET. "missed by X%" is the shortfall relative to the target.
+and MGET. "missed by X%" is the shortfall relative to the target. {check_summary}
 
 | target | workload | goal | measured (walnut vs other) | status |
 |---|---|---|---|---|
