@@ -2,6 +2,7 @@
 //! processes on free loopback ports, each stopped by its PID when dropped.
 #![allow(dead_code)]
 
+pub mod mc;
 pub mod raw;
 pub mod resp;
 
@@ -234,6 +235,79 @@ impl RedisServer {
             Some(path) => format!("{}:{weight}", path.display()),
             None => format!("{}:{}:{weight}", self.host, self.port),
         };
+        match alias {
+            Some(alias) => format!("{base} {alias}"),
+            None => base,
+        }
+    }
+}
+
+/// A real memcached (1.6, meta commands included), listening on TCP only.
+pub struct MemcachedServer {
+    pub host: String,
+    pub port: u16,
+    pub process: Process,
+}
+
+impl MemcachedServer {
+    /// On 127.0.0.1 and a free port.
+    pub fn start() -> MemcachedServer {
+        MemcachedServer::start_on("127.0.0.1", free_port())
+    }
+
+    /// On `host:port` (any 127.0.0.0/8 address; port 11211 is fine on 127.0.0.2 and up).
+    pub fn start_on(host: &str, port: u16) -> MemcachedServer {
+        let mut cmd = Command::new("memcached");
+        // -u: memcached refuses to run as root without it. -U 0: no UDP. -I 2m: items up to
+        // 2 MiB, so 1 MB values fit. -m 256: room for the large-value and 10,000-key tests.
+        cmd.args([
+            "-u", "nobody", "-U", "0", "-I", "2m", "-m", "256", "-l", host, "-p",
+        ])
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let mut process = Process::spawn("memcached", &mut cmd);
+        let addr: SocketAddr = format!("{host}:{port}").parse().unwrap();
+        wait_for_tcp(addr, "memcached", &mut process);
+        MemcachedServer {
+            host: host.to_string(),
+            port,
+            process,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        format!("{}:{}", self.host, self.port).parse().unwrap()
+    }
+
+    /// Kills the server (SIGKILL); its port stops answering.
+    pub fn kill(&mut self) {
+        self.process.kill_now();
+    }
+
+    /// Starts a fresh, empty server on the same address after [`MemcachedServer::kill`].
+    pub fn restart(&mut self) {
+        *self = MemcachedServer::start_on(&self.host, self.port);
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.process.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.process.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    /// A direct client, bypassing every proxy.
+    pub fn client(&self) -> mc::McClient {
+        mc::McClient::connect(self.addr())
+    }
+
+    /// Its `servers:` entry with a weight and an optional alias.
+    pub fn server_line(&self, weight: u32, alias: Option<&str>) -> String {
+        let base = format!("{}:{}:{weight}", self.host, self.port);
         match alias {
             Some(alias) => format!("{base} {alias}"),
             None => base,
