@@ -24,6 +24,7 @@ use super::health::{ProbeKind, ServerHealth};
 use super::pool::Pool;
 use super::stream::Stream;
 use crate::config::ServerAddr;
+use crate::proto::memcache;
 use crate::proto::redis::reply::{ReplyDecoder, ReplyKind};
 use crate::stats::{ConnectionStats, ServerStats};
 
@@ -37,7 +38,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Where a reply goes: the client's reply channel and the request's place in its order.
 #[derive(Debug, Clone)]
 pub struct ReplyTo {
-    pub tx: mpsc::UnboundedSender<ClientReply>,
+    /// `None` when nobody wants the reply (`noreply`): it is read and dropped.
+    pub tx: Option<mpsc::UnboundedSender<ClientReply>>,
     pub seq: u64,
     /// The fragment number within a split request (0 for a whole request).
     pub part: u32,
@@ -58,6 +60,9 @@ pub struct BackendRequest {
     pub reply_to: ReplyTo,
     /// When the request times out (queued time + the pool's `timeout`), if it can.
     pub deadline: Option<Instant>,
+    /// The frame ends with a memcached meta no-op (`mn`): the reply is everything the server
+    /// sends up to its `MN`, which is dropped (quiet mode may send nothing before it).
+    pub until_noop: bool,
 }
 
 impl BackendRequest {
@@ -74,8 +79,12 @@ impl BackendRequest {
 
 impl ReplyTo {
     fn deliver(self, result: Result<Bytes, BackendError>) {
-        // A client that has gone away no longer wants its reply: dropping it is correct.
-        let _ = self.tx.send(ClientReply {
+        // A client that has gone away, or asked for no reply, does not want it: dropping it
+        // is correct.
+        let Some(tx) = self.tx else {
+            return;
+        };
+        let _ = tx.send(ClientReply {
             seq: self.seq,
             part: self.part,
             result,
@@ -121,6 +130,8 @@ enum InFlight {
         frame: Bytes,
         /// When its last byte was written (for the server latency).
         sent_at: Option<Instant>,
+        /// For a request that runs until `MN`: what the server said before it.
+        gathered: Option<BytesMut>,
     },
     Handshake(&'static str),
 }
@@ -270,6 +281,7 @@ impl Pipeline {
             deadline: req.deadline,
             frame: req.frame,
             sent_at: None,
+            gathered: req.until_noop.then(BytesMut::new),
         });
     }
 
@@ -305,12 +317,13 @@ impl Pipeline {
         }
     }
 
-    /// The earliest deadline among requests in flight (the oldest client request's).
+    /// The earliest deadline among requests in flight (the oldest client request's that
+    /// has one: a noreply request has none).
     fn next_deadline(&self) -> Option<Instant> {
         self.in_flight.iter().find_map(|entry| match entry {
-            InFlight::Client { deadline, .. } => Some(*deadline),
+            InFlight::Client { deadline, .. } => *deadline,
             InFlight::Handshake(_) => None,
-        })?
+        })
     }
 
     /// After a failure: requests never sent go back to `retry` (in order, unless expired);
@@ -326,12 +339,14 @@ impl Pipeline {
                     reply_to,
                     deadline,
                     frame,
+                    gathered,
                     ..
                 }) => {
                     let req = BackendRequest {
                         frame,
                         reply_to,
                         deadline,
+                        until_noop: gathered.is_some(),
                     };
                     if req.expired(now) {
                         req.fail(BackendError::TimedOut, &self.stats);
@@ -380,7 +395,7 @@ async fn serve(
     };
     let mut eof = false;
     let mut input = BytesMut::with_capacity(READ_CHUNK);
-    let mut decoder = ReplyDecoder::default();
+    let mut decoder = ReplyCodec::for_server(info.probe);
     let mut queue_open = true;
 
     for (label, frame) in info.handshake.load().iter() {
@@ -459,9 +474,60 @@ async fn write_some(
     writer.write_vectored(&slices[..count]).await
 }
 
+/// A decoded reply, as the connection needs to see it.
+struct Decoded {
+    frame: Bytes,
+    /// An error reply (for the handshake's log line).
+    error: bool,
+    /// The server is alive but cannot serve (`-OOM`, `-BUSY`, `-LOADING`): a failure toward
+    /// ejection.
+    overloaded: bool,
+    /// memcached's meta no-op reply, `MN`.
+    noop: bool,
+}
+
+/// The reply decoder for the protocol the server speaks.
+enum ReplyCodec {
+    Redis(ReplyDecoder),
+    Memcache(memcache::reply::ReplyDecoder),
+}
+
+impl ReplyCodec {
+    fn for_server(kind: ProbeKind) -> ReplyCodec {
+        match kind {
+            ProbeKind::Redis => ReplyCodec::Redis(ReplyDecoder::default()),
+            ProbeKind::Memcache => ReplyCodec::Memcache(memcache::reply::ReplyDecoder::default()),
+        }
+    }
+
+    fn decode(&mut self, input: &mut BytesMut) -> Result<Option<Decoded>, String> {
+        match self {
+            ReplyCodec::Redis(decoder) => Ok(decoder
+                .decode(input)
+                .map_err(|e| e.to_string())?
+                .map(|reply| Decoded {
+                    error: reply.kind == ReplyKind::Error,
+                    overloaded: matches!(reply.error_word(), Some(b"OOM" | b"BUSY" | b"LOADING")),
+                    noop: false,
+                    frame: reply.frame,
+                })),
+            ReplyCodec::Memcache(decoder) => Ok(decoder
+                .decode(input)
+                .map_err(|e| e.to_string())?
+                .map(|reply| Decoded {
+                    error: reply.kind == memcache::reply::ReplyKind::Error,
+                    // twemproxy's memcache_failure is always false.
+                    overloaded: false,
+                    noop: reply.kind == memcache::reply::ReplyKind::MetaNoop,
+                    frame: reply.frame,
+                })),
+        }
+    }
+}
+
 /// Hands every complete reply in `input` to the request at the head of `in_flight`.
 fn dispatch_replies(
-    decoder: &mut ReplyDecoder,
+    decoder: &mut ReplyCodec,
     input: &mut BytesMut,
     in_flight: &mut VecDeque<InFlight>,
     info: &ServerInfo,
@@ -476,31 +542,45 @@ fn dispatch_replies(
                 return Err(BackendError::InvalidReply);
             }
         };
+        // A quiet-mode request gathers what comes before its `MN`.
+        if let Some(InFlight::Client {
+            gathered: Some(gathered),
+            ..
+        }) = in_flight.front_mut()
+        {
+            if !reply.noop {
+                gathered.extend_from_slice(&reply.frame);
+                continue;
+            }
+        }
         match in_flight.pop_front() {
             Some(InFlight::Client {
                 reply_to,
                 frame,
                 sent_at,
+                gathered,
                 ..
             }) => {
                 let now = *now.get_or_insert_with(Instant::now);
                 let latency = sent_at.map_or(std::time::Duration::ZERO, |t| {
                     now.saturating_duration_since(t)
                 });
+                let answer = match gathered {
+                    Some(gathered) => gathered.freeze(),
+                    None => reply.frame,
+                };
                 info.stats
-                    .replied(frame.len() as u64, reply.frame.len() as u64, latency);
-                if reply.kind == ReplyKind::Error
-                    && matches!(reply.error_word(), Some(b"OOM" | b"BUSY" | b"LOADING"))
-                {
+                    .replied(frame.len() as u64, answer.len() as u64, latency);
+                if reply.overloaded {
                     // The server is alive but cannot serve: a failure toward ejection.
                     info.report_failure(&BackendError::InvalidReply);
                 } else {
                     info.health.record_success();
                 }
-                reply_to.deliver(Ok(reply.frame));
+                reply_to.deliver(Ok(answer));
             }
             Some(InFlight::Handshake(what)) => {
-                if reply.kind == ReplyKind::Error {
+                if reply.error {
                     warn!(
                         "{what} failed on {} | {}: {}",
                         info.pool_name,
@@ -529,11 +609,12 @@ mod tests {
         BackendRequest {
             frame: Bytes::from_static(frame),
             reply_to: ReplyTo {
-                tx: tx.clone(),
+                tx: Some(tx.clone()),
                 seq,
                 part: 0,
             },
             deadline: None,
+            until_noop: false,
         }
     }
 

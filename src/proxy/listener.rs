@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use super::memcache_client::MemcacheProtocol;
 use super::pool::Pool;
 use super::redis_client::RedisProtocol;
 use super::session::serve_client;
@@ -164,11 +165,14 @@ impl Listener {
                     "pool '{}' is at its client limit (client_connections or the open-file limit); refusing a client",
                     config.name
                 );
+                let refusal: &'static [u8] = if config.redis {
+                    b"-ERR max number of clients reached\r\n"
+                } else {
+                    b"SERVER_ERROR max number of clients reached\r\n"
+                };
                 tokio::spawn(async move {
                     let (_, mut writer) = stream.split();
-                    let _ = writer
-                        .write_all(b"-ERR max number of clients reached\r\n")
-                        .await;
+                    let _ = writer.write_all(refusal).await;
                     let _ = writer.shutdown().await;
                 });
                 continue;
@@ -177,8 +181,13 @@ impl Listener {
             let pool = pool.clone();
             let shutdown = shutdown.clone();
             debug!("client {id} connected to pool '{}'", config.name);
+            let redis = config.redis;
             tokio::spawn(async move {
-                serve_client::<RedisProtocol>(stream, pool, id, shutdown).await;
+                if redis {
+                    serve_client::<RedisProtocol>(stream, pool, id, shutdown).await;
+                } else {
+                    serve_client::<MemcacheProtocol>(stream, pool, id, shutdown).await;
+                }
                 debug!("client {id} closed");
                 drop(guard);
                 drop(slot);

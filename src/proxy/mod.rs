@@ -8,6 +8,7 @@ pub mod backend;
 pub mod error;
 pub mod health;
 pub mod listener;
+pub mod memcache_client;
 pub mod pool;
 pub mod redis_client;
 pub mod session;
@@ -32,10 +33,6 @@ use pool::Pool;
 pub enum StartError {
     #[error(transparent)]
     Bind(#[from] listener::BindError),
-    #[error(
-        "pool '{0}': memcached pools (redis: false) are not supported by this build of walnut yet"
-    )]
-    MemcacheUnsupported(String),
 }
 
 /// One serving pool: its shared state, its listener task and its clients' drain signal.
@@ -133,16 +130,8 @@ impl std::fmt::Display for ReloadSummary {
     }
 }
 
-fn check_supported(config: &Config) -> Result<(), StartError> {
-    match config.pools.iter().find(|p| !p.redis) {
-        Some(pool) => Err(StartError::MemcacheUnsupported(pool.name.clone())),
-        None => Ok(()),
-    }
-}
-
 /// Binds all listeners (in sorted pool order) and starts serving. Must run inside the runtime.
 pub fn start(config: Config, stats: Arc<Stats>) -> Result<Proxy, StartError> {
-    check_supported(&config)?;
     let mut bound = Vec::with_capacity(config.pools.len());
     for pool in &config.pools {
         bound.push(listener::bind(pool)?);
@@ -203,7 +192,6 @@ impl Proxy {
     ///
     /// New listeners are bound before anything changes, so a bind failure changes nothing.
     pub fn reload(&mut self, config: Config) -> Result<ReloadSummary, StartError> {
-        check_supported(&config)?;
         let mut summary = ReloadSummary::default();
         let stays = |pool: &PoolConfig, entry: &PoolEntry| {
             entry.name() == pool.name && entry.listen_text == pool.listen_text

@@ -83,12 +83,7 @@ impl RedisProtocol {
             _ if !self.authenticated => core.push_ready(Bytes::from_static(dispatch::NOAUTH)),
             Dispatch::Reply(reply) => core.push_ready(Bytes::from(reply)),
             Dispatch::Forward { key } => {
-                core.forward(
-                    snapshot,
-                    route(snapshot, key),
-                    request.frame().clone(),
-                    None,
-                );
+                core.forward(snapshot, route(snapshot, key), request.frame().clone());
             }
             Dispatch::ForwardSameServer { keys } => {
                 forward_same_server(core, snapshot, &request, keys)
@@ -139,7 +134,7 @@ fn forward_same_server(
             Err(err) => return core.push_error(&err),
         }
     }
-    core.forward(snapshot, Ok(target), request.frame().clone(), None);
+    core.forward(snapshot, Ok(target), request.frame().clone());
 }
 
 /// Sends one part per server and merges their replies. A request whose keys all live on
@@ -150,7 +145,7 @@ fn split(core: &mut Core, snapshot: &PoolSnapshot, kind: SplitKind, request: &Re
         Err(err) => return core.push_error(&err),
     };
     if let [only] = plan.parts.as_slice() {
-        return core.forward(snapshot, Ok(only.server), request.frame().clone(), None);
+        return core.forward(snapshot, Ok(only.server), request.frame().clone());
     }
     let parts = plan
         .parts

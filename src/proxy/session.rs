@@ -51,8 +51,18 @@ pub trait Merger: Send {
     fn finish(&self) -> Bytes;
 }
 
-/// Decides whether a reply reaches the client (meta quiet mode hides some).
-pub type ReplyFilter = fn(&[u8]) -> bool;
+/// What a forwarded request expects back from its server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// One reply, which the client sees.
+    Reply,
+    /// Everything up to a meta no-op reply (`MN`), which the frame ends with: a memcached
+    /// meta command in quiet mode may or may not answer, and the no-op says it is done.
+    UntilNoop,
+    /// One reply, dropped: the client asked for none (`noreply`). The request takes no place
+    /// in the reply order, so it never delays the replies of the others.
+    Dropped,
+}
 
 /// A request's place in the reply order, with when it arrived (for the pool latency).
 struct Slot {
@@ -62,7 +72,7 @@ struct Slot {
 
 /// What a slot holds.
 enum SlotState {
-    Waiting(Option<ReplyFilter>),
+    Waiting,
     Split(Box<dyn Merger>),
     Ready(Bytes),
 }
@@ -139,35 +149,52 @@ impl Core {
         self.stats.count_command(name);
     }
 
-    /// Sends `frame` to `server` (or answers why there is none) and reserves its reply slot;
-    /// `filter` may hide the reply (quiet mode).
+    /// Sends `frame` to `server` (or answers why there is none) and reserves its reply slot.
     pub fn forward(
         &mut self,
         snapshot: &PoolSnapshot,
         server: Result<usize, BackendError>,
         frame: Bytes,
-        filter: Option<ReplyFilter>,
     ) {
+        self.forward_expecting(snapshot, server, frame, Expect::Reply);
+    }
+
+    /// [`Core::forward`] for a request that expects something other than one reply.
+    pub fn forward_expecting(
+        &mut self,
+        snapshot: &PoolSnapshot,
+        server: Result<usize, BackendError>,
+        frame: Bytes,
+        expect: Expect,
+    ) {
+        let dropped = expect == Expect::Dropped;
         let server = match server.and_then(|index| target(snapshot, index)) {
             Ok(server) => server,
+            // twemproxy drops a noreply request's forwarding error silently.
+            Err(_) if dropped => return,
             Err(err) => return self.push_error(&err),
         };
         let bytes = frame.len() as u64;
         let request = BackendRequest {
             frame,
             reply_to: ReplyTo {
-                tx: self.reply_tx.clone(),
+                tx: (!dropped).then(|| self.reply_tx.clone()),
                 seq: self.next_seq(),
                 part: 0,
             },
-            deadline: self.batch_deadline,
+            // As in twemproxy, a noreply request has no timeout.
+            deadline: if dropped { None } else { self.batch_deadline },
+            until_noop: expect == Expect::UntilNoop,
         };
         server.info.stats.enqueue(bytes);
         match server.connection_for(self.id).send(request) {
-            Ok(()) => self.push_slot(SlotState::Waiting(filter)),
+            Ok(()) if dropped => {}
+            Ok(()) => self.push_slot(SlotState::Waiting),
             Err(_) => {
                 server.info.stats.unqueued(bytes);
-                self.push_error(&BackendError::ConnectionRefused);
+                if !dropped {
+                    self.push_error(&BackendError::ConnectionRefused);
+                }
             }
         }
     }
@@ -191,7 +218,7 @@ impl Core {
                 }
             };
             let reply_to = ReplyTo {
-                tx: self.reply_tx.clone(),
+                tx: Some(self.reply_tx.clone()),
                 seq,
                 part: index as u32,
             };
@@ -200,6 +227,7 @@ impl Core {
                 frame,
                 reply_to,
                 deadline: self.batch_deadline,
+                until_noop: false,
             };
             server.info.stats.enqueue(bytes);
             if server.connection_for(self.id).send(request).is_err() {
@@ -223,8 +251,7 @@ impl Core {
             return;
         };
         let ready = match &mut slot.state {
-            SlotState::Waiting(filter) => match reply.result {
-                Ok(frame) if filter.is_some_and(|shown| !shown(&frame)) => Bytes::new(),
+            SlotState::Waiting => match reply.result {
                 Ok(frame) => frame,
                 Err(err) => {
                     self.stats.forward_error.inc();

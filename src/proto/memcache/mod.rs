@@ -1,0 +1,5 @@
+//! The memcached text-protocol codec: request parser, reply parser, multi-get split and
+//! merge. No I/O.
+pub mod merge;
+pub mod reply;
+pub mod request;
