@@ -3,3 +3,6 @@
 pub mod merge;
 pub mod reply;
 pub mod request;
+
+#[cfg(test)]
+mod smoke_tests;

@@ -140,6 +140,9 @@ impl ReplyDecoder {
                 }
                 return Ok(None);
             };
+            if newline - at > MAX_REPLY_LINE {
+                return Err(ReplyError::UnknownLine(shown(&buf[at..])));
+            }
             let line = &buf[at..newline];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let after = newline + 1;

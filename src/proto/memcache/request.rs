@@ -22,6 +22,8 @@ pub const MAX_LINE_LEN: usize = 2048;
 pub const MAX_RETRIEVAL_LINE_LEN: usize = 16 * 1024 * 1024;
 /// The bound on one value: memcached's own largest item size (`-I 1024m`).
 pub const MAX_VALUE_LEN: usize = 1024 * 1024 * 1024;
+/// The most room made at once for a data block still arriving.
+const RESERVE_STEP: usize = 1024 * 1024;
 /// Tokens on a non-retrieval line, as memcached counts them (`MAX_TOKENS`).
 const MAX_TOKENS: usize = 24;
 
@@ -285,20 +287,24 @@ impl RequestDecoder {
                 return Ok(None);
             }
         }
-        let Some(newline) = find_newline(buf, self.scanned) else {
-            self.scanned = buf.len();
-            let limit = if is_retrieval_prefix(buf) {
+        // The same bound whether or not the line's end has arrived yet, so how the stream
+        // was cut into reads never matters.
+        let line_limit = || {
+            if is_retrieval_prefix(buf) {
                 MAX_RETRIEVAL_LINE_LEN
             } else {
                 MAX_LINE_LEN
-            };
-            return if buf.len() > limit {
+            }
+        };
+        let Some(newline) = find_newline(buf, self.scanned) else {
+            self.scanned = buf.len();
+            return if buf.len() > line_limit() {
                 Err(Fatal(LINE_TOO_LONG))
             } else {
                 Ok(None)
             };
         };
-        if newline > MAX_RETRIEVAL_LINE_LEN {
+        if newline > line_limit() {
             return Err(Fatal(LINE_TOO_LONG));
         }
         let line_len = newline + 1;
@@ -329,8 +335,10 @@ impl RequestDecoder {
                 let total = line_len + block;
                 if buf.len() < total {
                     // Wait for the whole data block; the line is parsed again then (cheap).
+                    // Room for it is made a piece at a time: a declared length is no
+                    // reason to allocate.
                     self.scanned = newline;
-                    buf.reserve(total - buf.len());
+                    buf.reserve((total - buf.len()).min(RESERVE_STEP));
                     return Ok(None);
                 }
                 self.scanned = 0;
@@ -392,7 +400,10 @@ fn find_newline(buf: &[u8], from: usize) -> Option<usize> {
         .map(|i| i + from)
 }
 
+/// Whether a line that has grown past [`MAX_LINE_LEN`] is a retrieval command. Only the
+/// first `MAX_LINE_LEN + 1` bytes decide, so the answer is the same however much has arrived.
 fn is_retrieval_prefix(buf: &[u8]) -> bool {
+    let buf = &buf[..buf.len().min(MAX_LINE_LEN + 1)];
     let start = buf.iter().position(|&b| b != b' ').unwrap_or(buf.len());
     let rest = &buf[start..];
     [&b"get "[..], b"gets ", b"gat ", b"gats "]
