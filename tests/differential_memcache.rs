@@ -884,7 +884,11 @@ fn identical_delete_incr_decr_touch_version_and_quit() {
             .send("incr n 1\r\nget n\r\ndecr n 95\r\nget n\r\n"),
         Case::new("incr and decr noreply", PLAIN)
             .seed(set("n", "7"))
-            .send("incr n 3 noreply\r\ndecr n 1 noreply\r\nincr missing 1 noreply\r\nget n\r\n"),
+            .seed(set("w", "word"))
+            .send(
+                "incr n 3 noreply\r\ndecr n 1 noreply\r\nincr missing 1 noreply\r\n\
+                 incr w 1 noreply\r\nget n\r\nget w\r\n",
+            ),
         Case::new("touch present, missing, noreply", PLAIN)
             .seed(set("t", "v"))
             .send(
@@ -1140,9 +1144,14 @@ fn documented_multi_get_with_a_dead_server_returns_the_live_values_and_stays_ope
     let fx = fixture_with_dead_second_server();
     let harness = &fx.harness;
     let (a, b, c) = (&fx.keys[0][0], &fx.keys[1][0], &fx.keys[2][0]);
-    let a2 = &fx.keys[0][1];
+    let (a2, b2) = (&fx.keys[0][1], &fx.keys[1][1]);
     let seed = [set(a, "A"), set(c, "C"), set(a2, "A2")].concat();
     let cases = [
+        // No part answered: the failure itself.
+        (
+            format!("get {b} {b2}\r\n"),
+            "SERVER_ERROR Connection refused\r\n".to_string(),
+        ),
         (
             format!("get {a} {b} {c}\r\n"),
             format!("{}{}END\r\n", value(a, "A"), value(c, "C")),
@@ -1230,6 +1239,12 @@ fn documented_malformed_input_is_answered_like_memcached() {
             .seed(set("k", "v"))
             .send("delete k 1\r\nget k\r\n"),
         Case::new("missing arguments", PLAIN).send("touch k\r\nincr k\r\nset k 0 0\r\n"),
+        Case::new("non-numeric exptime", PLAIN)
+            .seed(set("k", "v"))
+            .send("touch k abc\r\ngat abc k\r\nset k 0 abc 1\r\nv\r\nget k\r\n"),
+        Case::new("an extra token after incr's delta", PLAIN)
+            .seed(set("n", "1"))
+            .send("incr n 1 2\r\nget n\r\n"),
         Case::new("valid requests around a malformed one", PLAIN)
             .send("set k 0 0 1\r\nv\r\nfoo\r\nget k\r\nGET k\r\nappend k 0 0 1\r\nw\r\nget k\r\n"),
     ]
@@ -1389,6 +1404,24 @@ fn documented_meta_commands_route_by_key_like_classic_ones() {
     }
     expected.push_str("MN\r\n");
     assert_eq!(got, open(expected), "walnut mg/md");
+    // Quiet mode over several servers: mg misses stay silent, hits answer, md of a missing
+    // key still says NF (as memcached does), all in order.
+    let got = fx.harness.observe(
+        fx.harness.addr(PLAIN, Target::Walnut),
+        format!(
+            "mg {} v q\r\nmg {} v q\r\nmg {} v q k\r\nmd {} q\r\nmn\r\n",
+            k[1][1], k[2][0], k[0][0], k[1][3]
+        )
+        .as_bytes(),
+    );
+    assert_eq!(
+        got,
+        open(format!(
+            "VA 2\r\nm2\r\nVA 2 k{}\r\nm0\r\nNF\r\nMN\r\n",
+            k[0][0]
+        )),
+        "walnut quiet mode over three servers"
+    );
     // gat over keys on three servers (one deleted above): values in request order.
     let got = fx.harness.observe(
         fx.harness.addr(PLAIN, Target::Walnut),
