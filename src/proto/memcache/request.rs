@@ -500,7 +500,8 @@ fn parse_line(line: &[u8]) -> Line {
             if !valid_key(text(&args[0])) {
                 return hide(BAD_FORMAT);
             }
-            let flags = number(text(&args[1]), false).filter(|&f| f <= u32::MAX as i64);
+            // Like memcached, any flags that fit 64 bits are accepted (it keeps 32).
+            let flags = unsigned_u64(text(&args[1]));
             let exptime = number(text(&args[2]), true);
             let bytes = number(text(&args[3]), true);
             match (flags, exptime, bytes) {
@@ -517,7 +518,8 @@ fn parse_line(line: &[u8]) -> Line {
             if !valid_key(text(&args[0])) {
                 return hide(BAD_FORMAT);
             }
-            let flags = number(text(&args[1]), false).filter(|&f| f <= u32::MAX as i64);
+            // Like memcached, any flags that fit 64 bits are accepted (it keeps 32).
+            let flags = unsigned_u64(text(&args[1]));
             let exptime = number(text(&args[2]), true);
             let bytes = number(text(&args[3]), true);
             let unique = unsigned_u64(text(&args[4]));
@@ -758,6 +760,12 @@ mod tests {
         assert_eq!(r.key(), b"foo");
         assert_eq!(&r.frame()[..], b"set foo 5 0 3\r\nbar\r\n");
         assert!(!r.noreply());
+    }
+
+    #[test]
+    fn flags_beyond_32_bits_are_accepted_as_memcached_accepts_them() {
+        assert_eq!(one(b"set f 4294967296 0 1\r\nv\r\n").key(), b"f");
+        assert_eq!(answers(b"set f -1 0 1\r\n"), vec![BAD_FORMAT.to_vec()]);
     }
 
     #[test]
