@@ -96,7 +96,11 @@ pub struct Core {
     slots: VecDeque<Slot>,
     /// The sequence number of `slots[0]`.
     front_seq: u64,
-    reply_tx: mpsc::UnboundedSender<ClientReply>,
+    /// Where backends send this client's replies; made on the first forwarded request, so
+    /// an idle client costs no channel.
+    reply_tx: Option<mpsc::UnboundedSender<ClientReply>>,
+    /// The receiving end of a channel just made, for the session loop to take.
+    fresh_replies: Option<mpsc::UnboundedReceiver<ClientReply>>,
     /// Bytes of replies in ready slots, not yet moved to the output buffer.
     ready_bytes: usize,
     /// Bytes in the output buffer, as of the last move.
@@ -135,6 +139,17 @@ impl Core {
             state,
             arrived: self.batch_arrived,
         });
+    }
+
+    /// A sender for this client's replies, making the channel on first use.
+    fn reply_sender(&mut self) -> mpsc::UnboundedSender<ClientReply> {
+        if let Some(tx) = &self.reply_tx {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.fresh_replies = Some(rx);
+        self.reply_tx = Some(tx.clone());
+        tx
     }
 
     /// Queues the reply for a proxy-side failure.
@@ -178,7 +193,7 @@ impl Core {
         let request = BackendRequest {
             frame,
             reply_to: ReplyTo {
-                tx: (!dropped).then(|| self.reply_tx.clone()),
+                tx: (!dropped).then(|| self.reply_sender()),
                 seq: self.next_seq(),
                 part: 0,
             },
@@ -218,7 +233,7 @@ impl Core {
                 }
             };
             let reply_to = ReplyTo {
-                tx: Some(self.reply_tx.clone()),
+                tx: Some(self.reply_sender()),
                 seq,
                 part: index as u32,
             };
@@ -342,7 +357,7 @@ pub async fn serve_client<P: Protocol>(
     id: u64,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (reply_tx, mut replies) = mpsc::unbounded_channel();
+    let mut replies = None;
     let mut protocol = P::new(&pool.current.load());
     let _counted = pool.connections.track();
     pool.stats.client_connections.inc();
@@ -350,7 +365,8 @@ pub async fn serve_client<P: Protocol>(
         id,
         slots: VecDeque::new(),
         front_seq: 0,
-        reply_tx,
+        reply_tx: None,
+        fresh_replies: None,
         ready_bytes: 0,
         unwritten: 0,
         batch_deadline: None,
@@ -362,13 +378,17 @@ pub async fn serve_client<P: Protocol>(
     // A read or write error ends the session as a client error (twemproxy's `client_err`).
     let mut failed = false;
     let (mut reader, mut writer) = stream.split();
-    let mut input = BytesMut::with_capacity(READ_CHUNK);
-    let mut out = BytesMut::with_capacity(READ_CHUNK);
+    // Buffers grow on first use: an idle client holds none.
+    let mut input = BytesMut::new();
+    let mut out = BytesMut::new();
     if *shutdown.borrow() {
         core.closing = Some(Closing::Drain);
     }
 
     loop {
+        if replies.is_none() {
+            replies = core.fresh_replies.take();
+        }
         core.move_ready_replies(&mut out);
         // Requests left undecoded while the client was over its bounds.
         if !input.is_empty() && core.closing.is_none() && core.has_room() {
@@ -382,9 +402,9 @@ pub async fn serve_client<P: Protocol>(
         let may_read = core.closing.is_none() && core.has_room();
         tokio::select! {
             biased;
-            Some(reply) = replies.recv() => {
+            Some(reply) = next_reply(&mut replies) => {
                 core.accept_reply(reply);
-                while let Ok(reply) = replies.try_recv() {
+                while let Some(Ok(reply)) = replies.as_mut().map(|r| r.try_recv()) {
                     core.accept_reply(reply);
                 }
             }
@@ -420,6 +440,16 @@ pub async fn serve_client<P: Protocol>(
         pool.stats.client_err.inc();
     } else {
         pool.stats.client_eof.inc();
+    }
+}
+
+/// The next reply from the client's channel; pending until the channel exists.
+async fn next_reply(
+    replies: &mut Option<mpsc::UnboundedReceiver<ClientReply>>,
+) -> Option<ClientReply> {
+    match replies {
+        Some(replies) => replies.recv().await,
+        None => std::future::pending().await,
     }
 }
 
