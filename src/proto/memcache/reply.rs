@@ -83,6 +83,12 @@ fn parse_len(text: &[u8]) -> Option<usize> {
     std::str::from_utf8(text).ok()?.parse().ok()
 }
 
+/// An `incr`/`decr` reply: digits (memcached may pad with spaces).
+fn is_number(line: &[u8]) -> bool {
+    let digits = line.trim_ascii_end();
+    !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
+}
+
 /// The kind of a one-line reply, or `None` when it is not one memcached sends.
 fn line_kind(line: &[u8]) -> Option<ReplyKind> {
     let first = line.split(|&b| b == b' ').next().unwrap_or_default();
@@ -97,9 +103,7 @@ fn line_kind(line: &[u8]) -> Option<ReplyKind> {
         b"ERROR" | b"CLIENT_ERROR" | b"SERVER_ERROR" => ReplyKind::Error,
         b"HD" | b"EN" | b"NS" | b"EX" | b"NF" | b"ME" => ReplyKind::Meta,
         b"MN" => ReplyKind::MetaNoop,
-        _ if !line.is_empty() && line.trim_ascii_end().iter().all(u8::is_ascii_digit) => {
-            ReplyKind::Status
-        }
+        _ if is_number(line) => ReplyKind::Status,
         _ => return None,
     })
 }
@@ -120,6 +124,8 @@ impl ReplyDecoder {
                 }
                 Ok(None)
             }
+            // The same bound however the reply arrived.
+            Some((end, _)) if end > self.max_reply => Err(ReplyError::TooLong(self.max_reply)),
             Some((end, kind)) => {
                 self.resume_at = 0;
                 Ok(Some(Reply {
@@ -300,6 +306,7 @@ VA 2 s2 kfoo\r\nhi\r\nEN\r\nMN\r\nME k exp=-1\r\n";
     #[test]
     fn garbage_is_an_error() {
         assert!(decode_all(b"HELLO\r\n").1.is_some());
+        assert!(decode_all(b"  \n").1.is_some());
         assert!(decode_all(b"VALUE a 0 x\r\n").1.is_some());
         assert!(decode_all(b"VALUE a 0 1\r\nxyz\r\n").1.is_some());
         assert!(decode_all(b"VALUE a 0 1\r\nx\r\nSTORED\r\n").1.is_some());

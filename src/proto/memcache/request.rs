@@ -34,7 +34,6 @@ pub const BAD_DELTA: &[u8] = b"CLIENT_ERROR invalid numeric delta argument\r\n";
 pub const BAD_EXPTIME: &[u8] = b"CLIENT_ERROR invalid exptime argument\r\n";
 pub const BAD_DELETE: &[u8] =
     b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n";
-pub const BAD_BASE64_KEY: &[u8] = b"CLIENT_ERROR error decoding key\r\n";
 pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 pub const LINE_TOO_LONG: &[u8] = b"CLIENT_ERROR line too long\r\n";
 
@@ -420,13 +419,13 @@ fn answer(bytes: &'static [u8]) -> Line {
     Line::Answer(Bytes::from_static(bytes))
 }
 
-/// Parses a decimal number the way memcached's `safe_strto*` accept it for our purposes:
-/// digits only (an optional leading `-` where `signed`).
+/// Parses a decimal number the way memcached's `safe_strto*` accept it: digits with an
+/// optional leading `+` (or `-` where `signed`).
 fn number(text: &[u8], signed: bool) -> Option<i64> {
-    let digits = if signed {
-        text.strip_prefix(b"-").unwrap_or(text)
-    } else {
-        text
+    let digits = match text.first() {
+        Some(b'+') => &text[1..],
+        Some(b'-') if signed => &text[1..],
+        _ => text,
     };
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
@@ -595,12 +594,13 @@ fn parse_line(line: &[u8]) -> Line {
     })
 }
 
-/// memcached's `safe_strtoull`: digits only, fits in 64 bits.
+/// memcached's `safe_strtoull`: digits with an optional `+`, fits in 64 bits.
 fn unsigned_u64(text: &[u8]) -> Option<u64> {
-    if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
+    let digits = text.strip_prefix(b"+").unwrap_or(text);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    std::str::from_utf8(text).ok()?.parse().ok()
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 fn parse_retrieval(line: &[u8], mut request: Request) -> Line {
@@ -614,6 +614,10 @@ fn parse_retrieval(line: &[u8], mut request: Request) -> Line {
         }
     }
     let Some(first) = args.next() else {
+        // memcached answers an empty list for `gat <exptime>` with no key.
+        if request.command.takes_exptime() {
+            return answer(b"END\r\n");
+        }
         return answer(ERROR);
     };
     if !valid_key(&line[first.clone()]) || !args.all(|key| valid_key(&line[key])) {
@@ -633,13 +637,18 @@ fn parse_retrieval(line: &[u8], mut request: Request) -> Line {
 fn parse_meta(line: &[u8], mut request: Request, args: &[Range<usize>]) -> Line {
     let command = request.command;
     let Some(key) = args.first() else {
-        return answer(ERROR);
+        // memcached's own answers to a meta command without a key.
+        return if command == Command::MetaDebug {
+            answer(BAD_FORMAT)
+        } else {
+            answer(ERROR)
+        };
     };
     let mut flags = &args[1..];
     let mut data_len = None;
     if command == Command::MetaSet {
         let Some(len) = flags.first() else {
-            return answer(ERROR);
+            return answer(BAD_FORMAT);
         };
         match number(&line[len.clone()], false) {
             Some(n) if n <= i32::MAX as i64 - 2 => data_len = Some(n as usize),
@@ -654,16 +663,9 @@ fn parse_meta(line: &[u8], mut request: Request, args: &[Range<usize>]) -> Line 
             _ => {}
         }
     }
-    let key_bytes = &line[key.clone()];
-    if request.base64_key {
-        match decode_base64(key_bytes) {
-            Some(decoded) if valid_base64_key(&decoded) => {}
-            _ => return answer(BAD_BASE64_KEY),
-        }
-        if key_bytes.len() > MAX_KEY_LEN {
-            return answer(BAD_FORMAT);
-        }
-    } else if !valid_key(key_bytes) {
+    // A base64 key that does not decode is memcached's to refuse (its answer and what it
+    // skips vary by command): it goes to the server of the key as written.
+    if !valid_key(&line[key.clone()]) {
         return answer(BAD_FORMAT);
     }
     request.key = key.clone();
@@ -673,11 +675,6 @@ fn parse_meta(line: &[u8], mut request: Request, args: &[Range<usize>]) -> Line 
         data_len,
         noreply: None,
     })
-}
-
-/// A decoded base64 key may hold any bytes, but not none.
-fn valid_base64_key(key: &[u8]) -> bool {
-    !key.is_empty() && key.len() <= MAX_KEY_LEN
 }
 
 /// Standard base64 with padding, as memcached's meta `b` flag uses.
@@ -766,6 +763,21 @@ mod tests {
     fn flags_beyond_32_bits_are_accepted_as_memcached_accepts_them() {
         assert_eq!(one(b"set f 4294967296 0 1\r\nv\r\n").key(), b"f");
         assert_eq!(answers(b"set f -1 0 1\r\n"), vec![BAD_FORMAT.to_vec()]);
+    }
+
+    #[test]
+    fn numbers_may_have_a_plus_sign_as_memcached_reads_them() {
+        assert_eq!(one(b"incr k +1\r\n").key(), b"k");
+        assert_eq!(one(b"set k +1 +0 +1\r\nx\r\n").key(), b"k");
+        assert_eq!(answers(b"incr k -1\r\n"), vec![BAD_DELTA.to_vec()]);
+    }
+
+    #[test]
+    fn gat_with_no_key_is_an_empty_list() {
+        assert_eq!(
+            answers(b"gat 0\r\ngats 0 \r\ngat\r\n"),
+            vec![b"END\r\n".to_vec(), b"END\r\n".to_vec(), ERROR.to_vec()]
+        );
     }
 
     #[test]
@@ -893,9 +905,16 @@ mod tests {
         assert_eq!(&r.routing_key()[..], b"k3");
         assert_eq!(one(b"mn\r\n").command(), Command::MetaNoop);
         assert_eq!(
-            answers(b"mg\r\nms x abc\r\nmg !!!! b\r\n"),
-            vec![ERROR.to_vec(), BAD_FORMAT.to_vec(), BAD_BASE64_KEY.to_vec()]
+            answers(b"mg\r\nms x abc\r\nme\r\nms k\r\nmg !!!! b\r\n"),
+            vec![
+                ERROR.to_vec(),
+                BAD_FORMAT.to_vec(),
+                BAD_FORMAT.to_vec(),
+                BAD_FORMAT.to_vec(),
+                b"<mg>".to_vec()
+            ]
         );
+        assert_eq!(&one(b"mg !!!! b\r\n").routing_key()[..], b"!!!!");
     }
 
     #[test]
