@@ -1,5 +1,6 @@
 //! Backend health under real faults: backends killed, frozen (SIGSTOP) and restarted by PID
 //! while clients pipeline; timeouts; ejection compared with nutcracker; fail-fast; limits.
+//! Redis pools first, then the same for memcached pools (`redis: false`).
 
 mod common;
 
@@ -8,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, local, ProxyProcess, RedisServer, RespClient, Value};
+use common::mc::McClient;
+use common::{free_port, local, MemcachedServer, ProxyProcess, RedisServer, RespClient, Value};
 
 fn ok() -> Value {
     Value::Status("OK".into())
@@ -569,4 +571,728 @@ fn without_the_probe_a_server_rejoins_blindly_as_in_twemproxy() {
         walnut.log().contains("is back in the continuum")
     });
     assert!(!walnut.log().contains("health probe"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// memcached pools (`redis: false`)
+// ---------------------------------------------------------------------------------------------
+
+fn mc_pool_config(port: u16, backends: &[MemcachedServer], extra: &str) -> String {
+    let mut conf = format!(
+        "alpha:\n  listen: 127.0.0.1:{port}\n  redis: false\n  hash: md5\n{extra}  servers:\n"
+    );
+    for backend in backends {
+        conf.push_str(&format!("   - {}\n", backend.server_line(1, None)));
+    }
+    conf
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn mc_set(key: &str, value: &str) -> Vec<u8> {
+    format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()).into_bytes()
+}
+
+fn mc_value(key: &str, value: &str) -> Vec<u8> {
+    format!("VALUE {key} 0 {}\r\n{value}\r\n", value.len()).into_bytes()
+}
+
+fn mc_hit(key: &str, value: &str) -> Vec<u8> {
+    [mc_value(key, value), b"END\r\n".to_vec()].concat()
+}
+
+/// The `(key, value)` pairs of a `VALUE … END` reply (flags 0), or `None` if it is not one.
+fn value_pairs(reply: &[u8]) -> Option<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    let mut rest = reply;
+    loop {
+        if rest == b"END\r\n" {
+            return Some(pairs);
+        }
+        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let line = std::str::from_utf8(&rest[..line_end]).ok()?;
+        let words: Vec<&str> = line.split(' ').collect();
+        let ["VALUE", key, "0", len] = words.as_slice() else {
+            return None;
+        };
+        let len: usize = len.parse().ok()?;
+        let data = rest.get(line_end + 2..line_end + 2 + len)?;
+        if rest.get(line_end + 2 + len..line_end + 4 + len)? != b"\r\n" {
+            return None;
+        }
+        pairs.push((key.to_string(), std::str::from_utf8(data).ok()?.to_string()));
+        rest = &rest[line_end + 4 + len..];
+    }
+}
+
+/// Pipelines rounds of `set`/`get` pairs with unique keys and values (every tenth `set` with
+/// `noreply`, whose reply walnut must drop), then one multi-get of the round's first ten keys,
+/// then a round of meta commands, until `stop`. Every reply must be its own request's reply or a `SERVER_ERROR` — never
+/// another request's, never a closed connection.
+fn mc_hammer(
+    port: u16,
+    client: usize,
+    stop: Arc<AtomicBool>,
+    checked: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+) {
+    let mut conn = McClient::connect(local(port));
+    let mut round = 0u64;
+    let is_error = |reply: &[u8]| reply.starts_with(b"SERVER_ERROR ") && reply.ends_with(b"\r\n");
+    while !stop.load(Ordering::Relaxed) {
+        let pairs: Vec<(String, String)> = (0..100)
+            .map(|i| {
+                (
+                    format!("c{client}:r{round}:k{i}"),
+                    format!("c{client}:r{round}:v{i}"),
+                )
+            })
+            .collect();
+        let mut request = Vec::new();
+        let mut expected_replies = 0;
+        for (i, (key, value)) in pairs.iter().enumerate() {
+            if i % 10 == 9 {
+                request.extend(
+                    format!("set {key} 0 0 {} noreply\r\n{value}\r\n", value.len()).into_bytes(),
+                );
+            } else {
+                request.extend(mc_set(key, value));
+                expected_replies += 1;
+            }
+            request.extend(format!("get {key}\r\n").into_bytes());
+            expected_replies += 1;
+        }
+        request.extend(b"get");
+        for (key, _) in &pairs[..10] {
+            request.extend(format!(" {key}").into_bytes());
+        }
+        request.extend(b"\r\n");
+        expected_replies += 1;
+        conn.send(&request);
+        let got = conn.read_replies(expected_replies);
+        assert_eq!(
+            got.replies.len(),
+            expected_replies,
+            "client {client} round {round}: the connection closed ({}) or went silent ({})",
+            got.closed,
+            got.timed_out
+        );
+        let mut replies = got.replies.iter();
+        for (i, (key, value)) in pairs.iter().enumerate() {
+            if i % 10 != 9 {
+                let set = replies.next().unwrap();
+                if is_error(set) {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    assert_eq!(text(set), "STORED\r\n", "crossed reply: set {key}");
+                }
+            }
+            let get = replies.next().unwrap();
+            if is_error(get) {
+                errors.fetch_add(1, Ordering::Relaxed);
+            } else if get.as_slice() != b"END\r\n" {
+                // END: the set failed, or the server restarted empty.
+                assert_eq!(
+                    text(get),
+                    text(&mc_hit(key, value)),
+                    "crossed reply: get {key}"
+                );
+            }
+        }
+        let multi = replies.next().unwrap();
+        if is_error(multi) {
+            errors.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // The values found, in request order: a part whose server failed has none.
+            let found = value_pairs(multi)
+                .unwrap_or_else(|| panic!("crossed reply: multi-get got {}", text(multi)));
+            let mut wanted = pairs[..10].iter();
+            for pair in &found {
+                assert!(
+                    wanted.any(|w| w == pair),
+                    "crossed reply: multi-get of round {round} got {pair:?} in {}",
+                    text(multi)
+                );
+            }
+        }
+        checked.fetch_add(expected_replies as u64, Ordering::Relaxed);
+        checked.fetch_add(
+            mc_meta_round(&mut conn, client, round, &errors),
+            Ordering::Relaxed,
+        );
+        round += 1;
+    }
+}
+
+/// Reads whole replies up to and including `MN`, whatever their number.
+fn read_until_meta_noop(conn: &mut McClient) -> Vec<Vec<u8>> {
+    let mut stream = Vec::new();
+    let mut replies = Vec::new();
+    loop {
+        let got = conn.read_replies(1);
+        assert!(
+            !got.closed && !got.timed_out,
+            "the connection closed ({}) or went silent ({}) before MN",
+            got.closed,
+            got.timed_out
+        );
+        // McClient hands back what follows the reply too: keep the byte stream whole.
+        stream.extend(got.replies.concat());
+        stream.extend(got.rest);
+        while let Some(len) = common::mc::reply_len(&stream) {
+            let reply: Vec<u8> = stream.drain(..len).collect();
+            let done = reply == b"MN\r\n";
+            replies.push(reply);
+            if done {
+                assert!(stream.is_empty(), "bytes after MN: {}", text(&stream));
+                return replies;
+            }
+        }
+    }
+}
+
+/// Meta commands through the same faults: five quiet `ms` (silent when stored), five `mg`,
+/// then the client's own `mn`. Returns the number of requests checked.
+fn mc_meta_round(conn: &mut McClient, client: usize, round: u64, errors: &AtomicU64) -> u64 {
+    let pairs: Vec<(String, String)> = (0..5)
+        .map(|i| {
+            (
+                format!("c{client}:r{round}:m{i}"),
+                format!("c{client}:r{round}:mv{i}"),
+            )
+        })
+        .collect();
+    let mut request = Vec::new();
+    for (key, value) in &pairs {
+        request.extend(format!("ms {key} {} q\r\n{value}\r\n", value.len()).into_bytes());
+    }
+    for (key, _) in &pairs {
+        request.extend(format!("mg {key} v\r\n").into_bytes());
+    }
+    request.extend(b"mn\r\n");
+    conn.send(&request);
+    let replies = read_until_meta_noop(conn);
+    let shown = || replies.iter().map(|r| text(r)).collect::<Vec<_>>();
+    // A quiet `ms` says something only when it fails.
+    let quiet_errors = replies
+        .len()
+        .checked_sub(pairs.len() + 1)
+        .unwrap_or_else(|| panic!("crossed reply: meta round {round} got {:?}", shown()));
+    assert!(quiet_errors <= pairs.len(), "{:?}", shown());
+    for reply in &replies[..quiet_errors] {
+        assert!(
+            reply.starts_with(b"SERVER_ERROR "),
+            "crossed reply: a quiet ms got {} in {:?}",
+            text(reply),
+            shown()
+        );
+        errors.fetch_add(1, Ordering::Relaxed);
+    }
+    for ((key, value), reply) in pairs.iter().zip(&replies[quiet_errors..]) {
+        if reply.starts_with(b"SERVER_ERROR ") {
+            errors.fetch_add(1, Ordering::Relaxed);
+        } else if reply.as_slice() != b"EN\r\n" {
+            assert_eq!(
+                text(reply),
+                format!("VA {}\r\n{value}\r\n", value.len()),
+                "crossed reply: mg {key} in {:?}",
+                shown()
+            );
+        }
+    }
+    assert_eq!(replies.last().map(Vec::as_slice), Some(&b"MN\r\n"[..]));
+    (pairs.len() * 2 + 1) as u64
+}
+
+#[test]
+fn no_memcached_reply_is_ever_crossed_while_backends_are_killed_frozen_and_restarted() {
+    let mut backends = vec![
+        MemcachedServer::start(),
+        MemcachedServer::start(),
+        MemcachedServer::start(),
+    ];
+    let port = free_port();
+    let conf = mc_pool_config(port, &backends, "  timeout: 400\n  server_connections: 2\n");
+    let _walnut = ProxyProcess::walnut(&conf, &[local(port)]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let checked = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let (stop, checked, errors) = (stop.clone(), checked.clone(), errors.clone());
+            std::thread::spawn(move || mc_hammer(port, c, stop, checked, errors))
+        })
+        .collect();
+    let progress = |at_least: u64| {
+        let target = checked.load(Ordering::Relaxed) + at_least;
+        wait_until("client progress", Duration::from_secs(60), || {
+            checked.load(Ordering::Relaxed) >= target
+        });
+    };
+
+    progress(3000);
+    backends[0].kill();
+    progress(3000);
+    backends[0].restart();
+    progress(3000);
+    backends[1].pause();
+    std::thread::sleep(Duration::from_millis(1500));
+    backends[1].resume();
+    progress(3000);
+    backends[2].kill();
+    progress(2000);
+    backends[2].restart();
+    progress(3000);
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().expect("no client saw a crossed reply");
+    }
+    assert!(checked.load(Ordering::Relaxed) >= 17_000);
+    assert!(
+        errors.load(Ordering::Relaxed) > 0,
+        "the faults were visible as errors"
+    );
+
+    // After the faults, everything works again.
+    let mut conn = McClient::connect(local(port));
+    for i in 0..300 {
+        let key = format!("after:{i}");
+        assert_eq!(text(&conn.call(&mc_set(&key, "v"))), "STORED\r\n");
+        assert_eq!(
+            text(&conn.call(format!("get {key}\r\n").as_bytes())),
+            text(&mc_hit(&key, "v"))
+        );
+    }
+}
+
+#[test]
+fn a_request_to_a_frozen_memcached_times_out_like_nutcrackers_and_the_next_one_works() {
+    let backends = vec![MemcachedServer::start()];
+    let (port, nut_port) = (free_port(), free_port());
+    let conf = |port| mc_pool_config(port, &backends, "  timeout: 300\n");
+    let _walnut = ProxyProcess::walnut(&conf(port), &[local(port)]);
+    let _nutcracker = ProxyProcess::nutcracker(&conf(nut_port), &[local(nut_port)]);
+    let mut conn = McClient::connect(local(port));
+    let mut nut = McClient::connect(local(nut_port));
+    assert_eq!(text(&conn.call(&mc_set("k", "v"))), "STORED\r\n");
+    assert_eq!(text(&nut.call(b"get k\r\n")), text(&mc_hit("k", "v")));
+    backends[0].pause();
+    let started = Instant::now();
+    assert_eq!(
+        text(&conn.call(b"get k\r\n")),
+        "SERVER_ERROR Connection timed out\r\n"
+    );
+    // Generous: the bound only proves the request did not hang.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        text(&nut.call(b"get k\r\n")),
+        "SERVER_ERROR Connection timed out\r\n",
+        "nutcracker answers the same"
+    );
+    // A multi-get whose only server is frozen: the same error, and the connection stays.
+    assert_eq!(
+        text(&conn.call(b"get k k2 k3\r\n")),
+        "SERVER_ERROR Connection timed out\r\n"
+    );
+    backends[0].resume();
+    wait_until(
+        "the server to answer again",
+        Duration::from_secs(20),
+        || conn.call(b"get k\r\n") == mc_hit("k", "v"),
+    );
+}
+
+/// The keys among `keys` that `backend` holds, read directly with multi-gets.
+fn mc_held(backend: &MemcachedServer, keys: &[String]) -> Vec<String> {
+    let mut conn = backend.client();
+    let mut held = Vec::new();
+    for chunk in keys.chunks(100) {
+        let request = format!("get {}\r\n", chunk.join(" "));
+        let reply = conn.call(request.as_bytes());
+        let pairs = value_pairs(&reply).unwrap_or_else(|| panic!("direct get: {}", text(&reply)));
+        held.extend(pairs.into_iter().map(|(key, _)| key));
+    }
+    held
+}
+
+#[test]
+fn without_auto_eject_a_dead_memcacheds_keys_fail_like_nutcrackers_and_never_move() {
+    let mut backends = vec![MemcachedServer::start(), MemcachedServer::start()];
+    let (port, nut_port) = (free_port(), free_port());
+    let _walnut = ProxyProcess::walnut(&mc_pool_config(port, &backends, ""), &[local(port)]);
+    let _nutcracker =
+        ProxyProcess::nutcracker(&mc_pool_config(nut_port, &backends, ""), &[local(nut_port)]);
+    let mut conn = McClient::connect(local(port));
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        assert_eq!(text(&conn.call(&mc_set(key, "v"))), "STORED\r\n");
+    }
+    let on_dead = mc_held(&backends[1], &keys);
+    let on_live = mc_held(&backends[0], &keys);
+    assert!(!on_dead.is_empty() && !on_live.is_empty());
+    backends[1].kill();
+    // The first request may meet walnut's old connection to it (reset) or a refused connect.
+    let first = conn.call(format!("get {}\r\n", on_dead[0]).as_bytes());
+    assert!(first.starts_with(b"SERVER_ERROR "), "{}", text(&first));
+    let mut nut = McClient::connect(local(nut_port));
+    for _ in 0..3 {
+        for key in &on_dead {
+            assert_eq!(
+                text(&conn.call(&mc_set(key, "w"))),
+                "SERVER_ERROR Connection refused\r\n"
+            );
+            let got = conn.call(format!("get {key}\r\n").as_bytes());
+            assert_eq!(text(&got), "SERVER_ERROR Connection refused\r\n");
+            assert_eq!(
+                text(&nut.call(format!("get {key}\r\n").as_bytes())),
+                text(&got),
+                "the same reply as nutcracker's"
+            );
+        }
+    }
+    // A multi-get over both servers: walnut answers the live server's values and keeps the
+    // connection open (twemproxy answers SERVER_ERROR and closes it).
+    let request = format!("get {} {}\r\n", on_dead[0], on_live[0]);
+    assert_eq!(
+        text(&conn.call(request.as_bytes())),
+        text(&mc_hit(&on_live[0], "v"))
+    );
+    assert_eq!(
+        text(&conn.call(format!("get {}\r\n", on_live[1]).as_bytes())),
+        text(&mc_hit(&on_live[1], "v"))
+    );
+}
+
+fn mc_flush(backends: &[&MemcachedServer]) {
+    for b in backends {
+        assert_eq!(text(&b.client().call(b"flush_all\r\n")), "OK\r\n");
+    }
+}
+
+fn eject_keys(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("eject:{i}")).collect()
+}
+
+/// Which backend holds each of `keys`, read directly; no key may be on two.
+fn mc_locations(backends: &[&MemcachedServer], keys: &[String]) -> BTreeMap<String, usize> {
+    let mut found = BTreeMap::new();
+    for (index, backend) in backends.iter().enumerate() {
+        for key in mc_held(backend, keys) {
+            assert!(
+                found.insert(key.clone(), index).is_none(),
+                "{key} is on two servers"
+            );
+        }
+    }
+    found
+}
+
+/// Pipelines `set eject:<i>` for `n` keys; the replies.
+fn mc_write_keys(port: u16, n: usize) -> Vec<String> {
+    let mut conn = McClient::connect(local(port));
+    let mut request = Vec::new();
+    for key in eject_keys(n) {
+        request.extend(mc_set(&key, "v"));
+    }
+    conn.exchange(&request, n).iter().map(|r| text(r)).collect()
+}
+
+fn all_stored(replies: &[String]) -> bool {
+    replies.iter().all(|r| r == "STORED\r\n")
+}
+
+/// Sends `get`s until one fails (the dead server is counted as failed and ejected), or until
+/// `already_ejected` says the proxy noticed the death by itself (an open connection saw EOF).
+fn mc_trigger_ejection(port: u16, already_ejected: impl Fn() -> bool) {
+    let mut conn = McClient::connect(local(port));
+    for i in 0..500 {
+        if conn
+            .call(format!("get probe:{i}\r\n").as_bytes())
+            .starts_with(b"SERVER_ERROR ")
+        {
+            return;
+        }
+        if already_ejected() {
+            return;
+        }
+    }
+    panic!("no request through port {port} reached the dead server");
+}
+
+#[test]
+fn memcached_ejection_moves_keys_exactly_as_nutcracker_does_and_they_move_back() {
+    let mut backends = vec![
+        MemcachedServer::start(),
+        MemcachedServer::start(),
+        MemcachedServer::start(),
+    ];
+    let extra = "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 5000\n  timeout: 1000\n";
+    let wal_port = free_port();
+    let walnut = ProxyProcess::walnut(
+        &mc_pool_config(wal_port, &backends, extra),
+        &[local(wal_port)],
+    );
+    let keys = eject_keys(1000);
+    // A fresh nutcracker for each comparison: it has no connection to a server yet, so it
+    // ejects a dead one on the first request that fails, and takes it back blindly
+    // server_retry_timeout later.
+    let nutcracker = |backends: &[MemcachedServer]| {
+        let port = free_port();
+        let process =
+            ProxyProcess::nutcracker(&mc_pool_config(port, backends, extra), &[local(port)]);
+        (port, process)
+    };
+
+    // All live: the reference placement, the same in both.
+    let all: Vec<&MemcachedServer> = backends.iter().collect();
+    mc_flush(&all);
+    assert!(all_stored(&mc_write_keys(wal_port, 1000)));
+    let all_live = mc_locations(&all, &keys);
+    assert_eq!(all_live.len(), 1000);
+    {
+        let (nut_port, _nut) = nutcracker(&backends);
+        mc_flush(&all);
+        assert!(all_stored(&mc_write_keys(nut_port, 1000)));
+        assert_eq!(
+            mc_locations(&all, &keys),
+            all_live,
+            "all live: the same placement as nutcracker's"
+        );
+    }
+    drop(all);
+
+    backends[2].kill();
+    // walnut's open connection sees the EOF, or a request fails: either ejects it.
+    mc_trigger_ejection(wal_port, || walnut.log().contains("ejecting server"));
+    let live: Vec<&MemcachedServer> = backends[..2].iter().collect();
+    mc_flush(&live);
+    assert!(
+        all_stored(&mc_write_keys(wal_port, 1000)),
+        "walnut rehashed the dead server's keys"
+    );
+    let under_walnut = mc_locations(&live, &keys);
+    let (nut_port, nut) = nutcracker(&backends);
+    mc_flush(&live);
+    mc_trigger_ejection(nut_port, || false);
+    assert!(
+        all_stored(&mc_write_keys(nut_port, 1000)),
+        "nutcracker rehashed the dead server's keys"
+    );
+    let under_nutcracker = mc_locations(&live, &keys);
+    drop(nut);
+    assert_eq!(under_walnut.len(), 1000);
+    assert_eq!(
+        under_walnut, under_nutcracker,
+        "keys move exactly as in nutcracker"
+    );
+    for (key, server) in &all_live {
+        if *server < 2 {
+            assert_eq!(
+                under_walnut.get(key),
+                Some(server),
+                "keys of live servers stay put"
+            );
+        }
+    }
+    drop(live);
+
+    backends[2].restart();
+    wait_until(
+        "walnut to probe the server and take it back",
+        Duration::from_secs(30),
+        || walnut.log().contains("is back in the continuum"),
+    );
+    let all: Vec<&MemcachedServer> = backends.iter().collect();
+    mc_flush(&all);
+    assert!(all_stored(&mc_write_keys(wal_port, 1000)));
+    assert_eq!(
+        mc_locations(&all, &keys),
+        all_live,
+        "keys move back when the server returns"
+    );
+}
+
+#[test]
+fn memcached_fail_fast_keeps_placement_and_fails_only_the_ejected_servers_keys() {
+    let mut backends = vec![MemcachedServer::start(), MemcachedServer::start()];
+    let extra = "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 60000\n  eject_policy: fail_fast\n";
+    let port = free_port();
+    let walnut = ProxyProcess::walnut(&mc_pool_config(port, &backends, extra), &[local(port)]);
+    let keys = eject_keys(200);
+    let all: Vec<&MemcachedServer> = backends.iter().collect();
+    assert!(all_stored(&mc_write_keys(port, 200)));
+    let placement = mc_locations(&all, &keys);
+    assert_eq!(placement.len(), 200);
+    drop(all);
+    let dead_name = format!("{}:{}", backends[1].host, backends[1].port);
+    backends[1].kill();
+    mc_trigger_ejection(port, || walnut.log().contains("ejecting server"));
+    wait_until("the ejection", Duration::from_secs(20), || {
+        walnut.log().contains("ejecting server")
+    });
+    for _ in 0..2 {
+        let replies = mc_write_keys(port, 200);
+        for (key, reply) in keys.iter().zip(&replies) {
+            match placement[key] {
+                0 => assert_eq!(reply, "STORED\r\n", "a live server's key still works"),
+                _ => assert_eq!(
+                    reply,
+                    &format!("SERVER_ERROR server '{dead_name}' is ejected\r\n"),
+                    "{key}"
+                ),
+            }
+        }
+    }
+    // The live server holds only its own keys: nothing moved to it.
+    let on_live = mc_held(&backends[0], &keys);
+    assert!(on_live.iter().all(|k| placement[k] == 0));
+    assert_eq!(
+        on_live.len(),
+        placement.values().filter(|&&s| s == 0).count()
+    );
+}
+
+#[test]
+fn when_every_memcached_is_ejected_requests_get_connection_refused() {
+    let mut backends = vec![MemcachedServer::start(), MemcachedServer::start()];
+    let extra =
+        "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 60000\n";
+    let port = free_port();
+    let _walnut = ProxyProcess::walnut(&mc_pool_config(port, &backends, extra), &[local(port)]);
+    backends[0].kill();
+    backends[1].kill();
+    let mut conn = McClient::connect(local(port));
+    for i in 0..20 {
+        conn.call(format!("get k{i}\r\n").as_bytes());
+    }
+    for i in 0..20 {
+        assert_eq!(
+            text(&conn.call(format!("get k{i}\r\n").as_bytes())),
+            "SERVER_ERROR Connection refused\r\n"
+        );
+        assert_eq!(
+            text(&conn.call(&mc_set(&format!("k{i}"), "v"))),
+            "SERVER_ERROR Connection refused\r\n"
+        );
+    }
+    assert_eq!(
+        text(&conn.call(b"get a b c\r\n")),
+        "SERVER_ERROR Connection refused\r\n"
+    );
+}
+
+#[test]
+fn a_memcached_that_stays_dead_fails_its_version_probe_and_stays_out() {
+    let mut backends = vec![MemcachedServer::start(), MemcachedServer::start()];
+    let extra = "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 300\n  timeout: 500\n";
+    let port = free_port();
+    let walnut = ProxyProcess::walnut(&mc_pool_config(port, &backends, extra), &[local(port)]);
+    backends[1].kill();
+    mc_trigger_ejection(port, || walnut.log().contains("ejecting server"));
+    wait_until("two failed probes", Duration::from_secs(30), || {
+        walnut
+            .log()
+            .matches("is still failing its health probe")
+            .count()
+            >= 2
+    });
+    // Every key is served by the live server meanwhile: no burst of errors.
+    for _ in 0..3 {
+        assert!(
+            all_stored(&mc_write_keys(port, 300)),
+            "keys of the dead server stay moved while it fails its probe"
+        );
+    }
+    assert_eq!(mc_held(&backends[0], &eject_keys(300)).len(), 300);
+    backends[1].restart();
+    wait_until("the probe to succeed", Duration::from_secs(30), || {
+        walnut.log().contains("is back in the continuum")
+    });
+    // Back in the continuum: some keys live on it again.
+    mc_flush(&[&backends[0], &backends[1]]);
+    assert!(all_stored(&mc_write_keys(port, 300)));
+    assert!(!mc_held(&backends[1], &eject_keys(300)).is_empty());
+}
+
+#[test]
+fn a_memcached_probe_that_gets_no_answer_keeps_a_frozen_server_out() {
+    let backends = vec![MemcachedServer::start(), MemcachedServer::start()];
+    let extra = "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 300\n  timeout: 300\n";
+    let port = free_port();
+    let walnut = ProxyProcess::walnut(&mc_pool_config(port, &backends, extra), &[local(port)]);
+    // Frozen: connections are accepted by the kernel, but `version` is never answered.
+    backends[1].pause();
+    mc_trigger_ejection(port, || walnut.log().contains("ejecting server"));
+    wait_until("two failed probes", Duration::from_secs(30), || {
+        walnut
+            .log()
+            .matches("is still failing its health probe")
+            .count()
+            >= 2
+    });
+    for _ in 0..3 {
+        assert!(
+            all_stored(&mc_write_keys(port, 300)),
+            "a frozen server stays out while it fails its probe"
+        );
+    }
+    backends[1].resume();
+    wait_until("the probe to succeed", Duration::from_secs(30), || {
+        walnut.log().contains("is back in the continuum")
+    });
+}
+
+#[test]
+fn without_the_probe_a_memcached_rejoins_blindly_as_in_twemproxy() {
+    let mut backends = vec![MemcachedServer::start(), MemcachedServer::start()];
+    let extra = "  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 300\n  health_probe: false\n";
+    let port = free_port();
+    let walnut = ProxyProcess::walnut(&mc_pool_config(port, &backends, extra), &[local(port)]);
+    backends[1].kill();
+    mc_trigger_ejection(port, || walnut.log().contains("ejecting server"));
+    wait_until("the blind return", Duration::from_secs(30), || {
+        walnut.log().contains("is back in the continuum")
+    });
+    assert!(!walnut.log().contains("health probe"));
+}
+
+#[test]
+fn the_client_limit_refuses_new_memcached_clients_cleanly() {
+    let backends = vec![MemcachedServer::start()];
+    let port = free_port();
+    let _walnut = ProxyProcess::walnut(
+        &mc_pool_config(port, &backends, "  client_connections: 2\n"),
+        &[],
+    );
+    wait_until("walnut to listen", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(local(port)).is_ok()
+    });
+    let mut first = McClient::connect(local(port));
+    assert_eq!(text(&first.call(&mc_set("a", "1"))), "STORED\r\n");
+    // The readiness probe above used a slot briefly; wait until it is released.
+    let mut second = None;
+    wait_until("a second slot", Duration::from_secs(20), || {
+        let mut c = McClient::connect(local(port));
+        c.send(b"get a\r\n");
+        let got = c.read_replies(1);
+        let ok = got.replies.first().map(Vec::as_slice) == Some(mc_hit("a", "1").as_slice());
+        if ok {
+            second = Some(c);
+        }
+        ok
+    });
+    let mut third = McClient::connect(local(port));
+    let got = third.read_replies(2);
+    assert_eq!(
+        got.replies.iter().map(|r| text(r)).collect::<Vec<_>>(),
+        vec!["SERVER_ERROR max number of clients reached\r\n".to_string()]
+    );
+    assert!(got.closed);
+    assert_eq!(
+        text(&second.as_mut().unwrap().call(b"get a\r\n")),
+        text(&mc_hit("a", "1"))
+    );
 }
