@@ -189,6 +189,8 @@ fn command_definition() -> clap::Command {
         .disable_help_flag(true)
         .disable_version_flag(true)
         .no_binary_name(true)
+        // As with getopt, a flag given twice takes its last value.
+        .args_override_self(true)
         .allow_hyphen_values(false);
     for (id, short, long) in SWITCHES {
         cmd = cmd.arg(
@@ -488,6 +490,14 @@ mod tests {
         assert_eq!(opts(&["--log-format=text"]).log_format, LogFormat::Text);
         assert_eq!(opts(&[]).drain_timeout_ms, 10_000);
         assert_eq!(opts(&["--drain-timeout", "0"]).drain_timeout_ms, 0);
+    }
+
+    #[test]
+    fn a_flag_given_twice_takes_its_last_value_as_with_getopt() {
+        let o = opts(&["-v", "5", "-v", "6", "-o", "a", "-o", "b", "-d", "-d"]);
+        assert_eq!(o.verbosity, 6);
+        assert_eq!(o.log_file, Some(PathBuf::from("b")));
+        assert!(o.daemonize);
     }
 
     #[test]

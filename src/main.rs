@@ -39,6 +39,11 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let conf_name = options.conf_file.display().to_string();
+    // What `--watch-config` compares with: the file as it is before it is read.
+    let conf_fingerprint = options
+        .watch_config
+        .then(|| walnut::reload::fingerprint(&options.conf_file))
+        .flatten();
     let config = match config::load(&options.conf_file) {
         Ok(config) => config,
         Err(errors) => {
@@ -75,7 +80,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    match run(options, config) {
+    match run(options, config, conf_fingerprint) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!(target: log::ALWAYS_TARGET, "{err:#}");
@@ -100,7 +105,11 @@ fn log_config_errors(options: &Options, errors: &config::ConfigErrors, summary: 
     error!(target: log::ALWAYS_TARGET, "{summary}");
 }
 
-fn run(options: Options, config: config::Config) -> anyhow::Result<()> {
+fn run(
+    options: Options,
+    config: config::Config,
+    conf_fingerprint: Option<walnut::reload::Fingerprint>,
+) -> anyhow::Result<()> {
     if daemon::is_daemon_child() {
         daemon::become_daemon().context("daemonize")?;
     }
@@ -160,9 +169,9 @@ fn run(options: Options, config: config::Config) -> anyhow::Result<()> {
         start_stats_servers(&options, &stats).await?;
         // Every listener is bound: systemd may start what depends on walnut.
         send_notify("READY=1");
-        let watcher = options
-            .watch_config
-            .then(|| walnut::reload::watch(options.conf_file.clone(), WATCH_INTERVAL));
+        let watcher = options.watch_config.then(|| {
+            walnut::reload::watch(options.conf_file.clone(), WATCH_INTERVAL, conf_fingerprint)
+        });
         let reload = Reload {
             proxy: &mut proxy,
             conf_file: &options.conf_file,

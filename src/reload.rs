@@ -50,21 +50,26 @@ pub fn reload_from_file(proxy: &mut Proxy, path: &Path) -> Option<ReloadSummary>
 }
 
 /// What the watcher compares: the file's length, modification time and content.
-type Fingerprint = (u64, Option<std::time::SystemTime>, Vec<u8>);
+pub type Fingerprint = (u64, Option<std::time::SystemTime>, Vec<u8>);
 
-/// The file's fingerprint, or `None` while it cannot be read.
-fn fingerprint(path: &Path) -> Option<Fingerprint> {
+/// The file's fingerprint, or `None` while it cannot be read. Taken before the config is
+/// read, it is what [`watch`] compares with: a change made while walnut starts is reloaded.
+pub fn fingerprint(path: &Path) -> Option<Fingerprint> {
     let meta = std::fs::metadata(path).ok()?;
     let content = std::fs::read(path).ok()?;
     Some((meta.len(), meta.modified().ok(), content))
 }
 
-/// Polls `path` every `interval` and sends a tick once a change has stayed the same for one
-/// more poll (so an editor's partial write is not reloaded). Runs until the receiver is gone.
-pub fn watch(path: PathBuf, interval: Duration) -> mpsc::Receiver<()> {
+/// Polls `path` every `interval` and sends a tick once it differs from `applied` (the file
+/// the running config was read from) and the change has stayed the same for one more poll
+/// (so an editor's partial write is not reloaded). Runs until the receiver is gone.
+pub fn watch(
+    path: PathBuf,
+    interval: Duration,
+    mut applied: Option<Fingerprint>,
+) -> mpsc::Receiver<()> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
-        let mut applied = fingerprint(&path);
         // A change seen once, waiting to be seen again unchanged before it is applied.
         let mut pending: Option<Option<Fingerprint>> = None;
         loop {

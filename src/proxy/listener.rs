@@ -137,7 +137,7 @@ impl Listener {
     }
 
     /// Accepts clients until aborted, one session task each; `shutdown` tells sessions to drain.
-    pub async fn run(self, pool: Arc<Pool>, shutdown: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, pool: Arc<Pool>, shutdown: watch::Receiver<bool>) {
         loop {
             let mut stream = match self.accept().await {
                 Ok(stream) => stream,

@@ -40,6 +40,9 @@ pub enum StartError {
 struct PoolEntry {
     pool: Arc<Pool>,
     listen_text: String,
+    /// Shared with the accept task, so a pool that replaces this one on the same address
+    /// can take the socket over.
+    listener: Arc<Listener>,
     accept_task: JoinHandle<()>,
     socket_file: Option<PathBuf>,
     /// Set to true to make this pool's client sessions drain and close.
@@ -50,7 +53,7 @@ struct PoolEntry {
 
 impl PoolEntry {
     /// Binds and starts a pool (the listener is already bound).
-    fn start(config: PoolConfig, listener: Listener, stats: &Stats) -> PoolEntry {
+    fn start(config: PoolConfig, listener: Arc<Listener>, stats: &Stats) -> PoolEntry {
         info!(
             "pool '{}' listening on {} with {} servers",
             config.name,
@@ -61,10 +64,11 @@ impl PoolEntry {
         let pool = Pool::start(config, stats.connections().clone());
         let socket_file = listener.socket_path().map(|p| p.to_path_buf());
         let (drain, drain_rx) = watch::channel(false);
-        let accept_task = tokio::spawn(Listener::run(listener, pool.clone(), drain_rx));
+        let accept_task = tokio::spawn(Listener::run(listener.clone(), pool.clone(), drain_rx));
         PoolEntry {
             pool,
             listen_text,
+            listener,
             accept_task,
             socket_file,
             drain,
@@ -75,12 +79,19 @@ impl PoolEntry {
     /// Closes the listener (and its unix socket file), and tells the clients to drain: each
     /// answers what it has in flight, then closes.
     fn retire(self) -> Arc<Pool> {
-        self.accept_task.abort();
         if let Some(path) = &self.socket_file {
             let _ = std::fs::remove_file(path);
         }
+        self.hand_over().0
+    }
+
+    /// Stops accepting and drains the clients like [`PoolEntry::retire`], but keeps the bound
+    /// socket for the pool that replaces this one on the same address: no moment without a
+    /// listener, and no bind that would find the address still in use.
+    fn hand_over(self) -> (Arc<Pool>, Arc<Listener>) {
+        self.accept_task.abort();
         let _ = self.drain.send(true);
-        self.pool
+        (self.pool, self.listener)
     }
 
     fn name(&self) -> String {
@@ -134,7 +145,7 @@ impl std::fmt::Display for ReloadSummary {
 pub fn start(config: Config, stats: Arc<Stats>) -> Result<Proxy, StartError> {
     let mut bound = Vec::with_capacity(config.pools.len());
     for pool in &config.pools {
-        bound.push(listener::bind(pool)?);
+        bound.push(Arc::new(listener::bind(pool)?));
     }
     let entries = config
         .pools
@@ -188,29 +199,40 @@ impl Proxy {
     ///   snapshot swapped in at once, keeping the connections of servers that stay;
     /// - a new pool starts listening;
     /// - a removed pool, or one whose listen address changed, closes its listener and drains
-    ///   its clients (a new listener opens where one is needed).
+    ///   its clients (a new listener opens where one is needed); so does one whose protocol
+    ///   (`redis:`) changed.
     ///
     /// New listeners are bound before anything changes, so a bind failure changes nothing.
     pub fn reload(&mut self, config: Config) -> Result<ReloadSummary, StartError> {
         let mut summary = ReloadSummary::default();
+        // A pool keeps its listener and clients unless its name, its address or its protocol
+        // changed: a client speaks the protocol it connected with, so a pool that switches
+        // between Redis and memcached is replaced (its old clients drain) like a moved one.
         let stays = |pool: &PoolConfig, entry: &PoolEntry| {
-            entry.name() == pool.name && entry.listen_text == pool.listen_text
+            entry.name() == pool.name
+                && entry.listen_text == pool.listen_text
+                && entry.pool.current.load().config.redis == pool.redis
         };
-        // Pools whose listener must be (re)opened: bind them all first.
+        // Pools that need a listener: bind them all first. A listen address a retiring pool
+        // holds is handed over to its successor.
         let mut to_bind = Vec::new();
         for pool in &config.pools {
             if !self.entries.iter().any(|entry| stays(pool, entry)) {
-                // A listen address a retiring pool still holds is freed first.
-                let freed = self
+                let held = self
                     .entries
                     .iter()
                     .position(|e| e.listen_text == pool.listen_text);
-                if let Some(index) = freed {
-                    let entry = self.entries.remove(index);
-                    summary.pools_removed.push(entry.name());
-                    self.retired.push(entry.retire());
-                }
-                to_bind.push(listener::bind(pool)?);
+                let listener = match held {
+                    Some(index) => {
+                        let entry = self.entries.remove(index);
+                        summary.pools_removed.push(entry.name());
+                        let (retired, listener) = entry.hand_over();
+                        self.retired.push(retired);
+                        listener
+                    }
+                    None => Arc::new(listener::bind(pool)?),
+                };
+                to_bind.push(listener);
             }
         }
         let mut to_bind = to_bind.into_iter();
