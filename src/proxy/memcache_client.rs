@@ -35,6 +35,9 @@ impl Merger for GetMerge {
     fn finish(&self) -> Bytes {
         GetMerge::finish(self)
     }
+    fn is_proxy_error(&self) -> bool {
+        GetMerge::is_proxy_error(self)
+    }
 }
 
 impl Protocol for MemcacheProtocol {

@@ -28,6 +28,9 @@ impl Merger for Merge {
     fn finish(&self) -> Bytes {
         Merge::finish(self)
     }
+    fn is_proxy_error(&self) -> bool {
+        Merge::is_proxy_error(self)
+    }
 }
 
 impl Protocol for RedisProtocol {

@@ -49,6 +49,9 @@ pub trait Merger: Send {
     fn accept(&mut self, part: usize, reply: Result<Bytes, String>) -> bool;
     fn is_complete(&self) -> bool;
     fn finish(&self) -> Bytes;
+    /// Whether the finished reply is an error walnut made (a part failed on the proxy side),
+    /// counted in `forward_error` like any other proxy-generated error reply.
+    fn is_proxy_error(&self) -> bool;
 }
 
 /// What a forwarded request expects back from its server.
@@ -252,6 +255,9 @@ impl Core {
         }
         if merger.is_complete() {
             let reply = merger.finish();
+            if merger.is_proxy_error() {
+                self.stats.forward_error.inc();
+            }
             self.push_ready(reply);
         } else {
             self.push_slot(SlotState::Split(merger));
@@ -276,6 +282,9 @@ impl Core {
             SlotState::Split(merger) => {
                 if !merger.accept(reply.part as usize, reply.result.map_err(|e| e.to_string())) {
                     return;
+                }
+                if merger.is_proxy_error() {
+                    self.stats.forward_error.inc();
                 }
                 merger.finish()
             }

@@ -288,23 +288,25 @@ impl ServerStats {
         }
     }
 
-    /// A request of `bytes` joins the in-queue (not yet written to the server).
+    /// A request of `bytes` joins the in-queue (not yet written to the server). It counts as
+    /// forwarded (`requests`, `request_bytes`) from here, as in twemproxy's `req_forward`, even
+    /// if its connection then fails.
     #[inline]
     pub fn enqueue(&self, bytes: u64) {
         self.in_queue.inc();
         self.in_queue_bytes.add(bytes);
+        self.requests.inc();
+        self.request_bytes.add(bytes);
     }
 
     /// A queued request of `bytes` was written to the server: it moves from the in-queue to
-    /// the out-queue and counts as forwarded (`requests`, `request_bytes`).
+    /// the out-queue.
     #[inline]
     pub fn sent(&self, bytes: u64) {
         self.in_queue.dec();
         self.in_queue_bytes.sub(bytes);
         self.out_queue.inc();
         self.out_queue_bytes.add(bytes);
-        self.requests.inc();
-        self.request_bytes.add(bytes);
     }
 
     /// A queued request of `bytes` left the in-queue without being sent (its connection
@@ -436,6 +438,7 @@ mod tests {
             (f.in_queue, f.in_queue_bytes, f.out_queue, f.out_queue_bytes),
             (0, 0, 0, 0)
         );
-        assert_eq!((f.requests, f.responses), (3, 2));
+        // Every enqueued request counts, sent or not.
+        assert_eq!((f.requests, f.responses), (4, 2));
     }
 }

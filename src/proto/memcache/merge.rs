@@ -139,17 +139,30 @@ impl GetMerge {
         out.freeze()
     }
 
+    /// Whether [`GetMerge::finish`] answers with walnut's own `SERVER_ERROR`: no part
+    /// answered, and the first failure was on the proxy side.
+    pub fn is_proxy_error(&self) -> bool {
+        let answered = self
+            .replies
+            .iter()
+            .any(|r| matches!(r, Some(Ok(frame)) if value_blocks(frame).is_some()));
+        !answered && matches!(self.first_failure_part(), Some(Err(_)) | None)
+    }
+
+    /// The first part that failed, in part order: on the proxy side, or with an error line.
+    fn first_failure_part(&self) -> Option<&Result<Bytes, String>> {
+        self.replies.iter().flatten().find(|reply| match reply {
+            Err(_) => true,
+            Ok(frame) => frame.ends_with(b"\n") && !frame.starts_with(b"VALUE "),
+        })
+    }
+
     fn first_failure(&self) -> Bytes {
-        for reply in self.replies.iter().flatten() {
-            match reply {
-                Err(reason) => return Bytes::from(format!("SERVER_ERROR {reason}\r\n")),
-                Ok(frame) if frame.ends_with(b"\n") && !frame.starts_with(b"VALUE ") => {
-                    return frame.clone()
-                }
-                Ok(_) => {}
-            }
+        match self.first_failure_part() {
+            Some(Err(reason)) => Bytes::from(format!("SERVER_ERROR {reason}\r\n")),
+            Some(Ok(frame)) => frame.clone(),
+            None => Bytes::from_static(b"SERVER_ERROR Invalid argument\r\n"),
         }
-        Bytes::from_static(b"SERVER_ERROR Invalid argument\r\n")
     }
 }
 
@@ -245,12 +258,14 @@ mod tests {
             &split.merge.finish()[..],
             b"SERVER_ERROR Connection refused\r\n"
         );
+        assert!(split.merge.is_proxy_error());
         let mut split = plan(&request(b"get a1 b1\r\n"), by_letter).unwrap();
         split
             .merge
             .accept(0, Ok(Bytes::from_static(b"SERVER_ERROR out of memory\r\n")));
         split.merge.accept(1, Err("Connection refused".into()));
         assert_eq!(&split.merge.finish()[..], b"SERVER_ERROR out of memory\r\n");
+        assert!(!split.merge.is_proxy_error(), "the server's own error");
     }
 
     #[test]

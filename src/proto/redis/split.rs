@@ -156,6 +156,19 @@ impl Merge {
     }
 
     /// The merged reply. Call once every part has answered.
+    /// Whether [`Merge::finish`] answers with walnut's own error: the first part that did
+    /// not succeed failed on the proxy side (a server's own error reply is not walnut's).
+    pub fn is_proxy_error(&self) -> bool {
+        for reply in &self.replies {
+            match reply {
+                None | Some(Err(_)) => return true,
+                Some(Ok(frame)) if frame.first() == Some(&b'-') => return false,
+                Some(Ok(_)) => {}
+            }
+        }
+        false
+    }
+
     pub fn finish(&self) -> Bytes {
         let mut replies = Vec::with_capacity(self.replies.len());
         for reply in &self.replies {
