@@ -6,6 +6,7 @@ use bytes::{Bytes, BytesMut};
 use super::error::BackendError;
 use super::pool::PoolSnapshot;
 use super::session::{route, Closing, Core, Merger, Protocol};
+use crate::proto::redis::command;
 use crate::proto::redis::dispatch::{self, Dispatch, KeyRanges, SplitKind};
 use crate::proto::redis::request::{Limits, Request, RequestDecoder};
 use crate::proto::redis::split::{self, Merge};
@@ -62,8 +63,9 @@ impl Protocol for RedisProtocol {
 
 impl RedisProtocol {
     fn handle_request(&mut self, core: &mut Core, snapshot: &PoolSnapshot, request: Request) {
-        core.count_command(request.arg(0).unwrap_or_default());
-        match dispatch::dispatch(&request) {
+        let spec = command::lookup(request.arg(0).unwrap_or_default());
+        core.count_command_spec(spec);
+        match dispatch::dispatch_as(&request, spec) {
             Dispatch::Quit => core.closing = Some(Closing::Quit),
             Dispatch::Auth { password } => {
                 let reply: &'static [u8] = match &snapshot.config.redis_auth {

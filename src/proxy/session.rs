@@ -167,6 +167,11 @@ impl Core {
         self.stats.count_command(name);
     }
 
+    /// [`Core::count_command`] for a command already looked up in the Redis table.
+    pub fn count_command_spec(&self, spec: Option<&crate::proto::redis::command::CommandSpec>) {
+        self.stats.count_command_spec(spec);
+    }
+
     /// Sends `frame` to `server` (or answers why there is none) and reserves its reply slot.
     pub fn forward(
         &mut self,
@@ -393,6 +398,12 @@ pub async fn serve_client<P: Protocol>(
     if *shutdown.borrow() {
         core.closing = Some(Closing::Drain);
     }
+    // One wait for the drain signal for the whole session: making a fresh one on every turn
+    // of the loop costs more than the rest of a request's bookkeeping.
+    let mut drain_signal = std::pin::pin!(async move {
+        // A closed channel (the pool is gone) also means drain.
+        let _ = shutdown.changed().await;
+    });
 
     loop {
         if replies.is_none() {
@@ -424,7 +435,8 @@ pub async fn serve_client<P: Protocol>(
                     break;
                 }
             }
-            _ = shutdown.changed(), if core.closing.is_none() => {
+            // Before the read, so a client that never stops sending still sees the drain.
+            _ = &mut drain_signal, if core.closing.is_none() => {
                 core.closing = Some(Closing::Drain);
             }
             read = reader.read_buf(&mut input), if may_read => {

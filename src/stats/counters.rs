@@ -266,6 +266,15 @@ impl PoolStats {
     pub fn count_command(&self, name: &[u8]) {
         self.commands.count(name);
     }
+
+    /// Counts one request for a command-table entry already looked up (`None`: unknown).
+    #[inline]
+    pub fn count_command_spec(&self, spec: Option<&crate::proto::redis::command::CommandSpec>) {
+        match spec {
+            Some(spec) => self.commands.count_spec(spec),
+            None => self.commands.count_index(super::commands::OTHER),
+        }
+    }
 }
 
 impl ServerStats {

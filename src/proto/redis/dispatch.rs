@@ -209,8 +209,14 @@ fn unknown_command_with_args(req: &Request) -> Vec<u8> {
 
 /// Decides what to do with `req`.
 pub fn dispatch(req: &Request) -> Dispatch<'_> {
-    let name = req.arg(0).unwrap_or_default();
-    let Some(spec) = command::lookup(name) else {
+    dispatch_as(req, command::lookup(req.arg(0).unwrap_or_default()))
+}
+
+/// [`dispatch`] for a request whose command the caller already looked up (`spec` is
+/// `command::lookup` of its name), so the table is searched once per request.
+pub fn dispatch_as<'a>(req: &'a Request, spec: Option<&'static CommandSpec>) -> Dispatch<'a> {
+    let Some(spec) = spec else {
+        let name = req.arg(0).unwrap_or_default();
         return reply_error(&format!("unknown command '{}'", shown(name)));
     };
     match spec.handling {
