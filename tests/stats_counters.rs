@@ -2530,7 +2530,6 @@ fn metrics_parse_strictly_and_histograms_count_the_requests_sent() {
 
 /// memcached requests are counted under their own command names.
 #[test]
-#[ignore = "walnut bug: memcached commands are counted by walnut's Redis command table, so add, replace, prepend, gets, gat, delete and version all count as command=\"other\" (here other=7)"]
 fn metrics_count_memcached_requests_under_their_own_command_names() {
     let redis = Backend::start_n(Proto::Redis, 2);
     let memcached = Backend::start_n(Proto::Memcache, 2);

@@ -72,7 +72,7 @@ impl Protocol for MemcacheProtocol {
 
 fn handle_request(core: &mut Core, snapshot: &PoolSnapshot, request: Request) {
     let command = request.command();
-    core.count_command(command.name().as_bytes());
+    core.count_memcache_command(command);
     match command {
         Command::Quit => core.closing = Some(Closing::Quit),
         Command::MetaNoop => core.push_ready(Bytes::from_static(META_NOOP_REPLY)),

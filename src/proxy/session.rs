@@ -162,12 +162,13 @@ impl Core {
         self.push_ready(reply);
     }
 
-    /// Counts a request by its command name (Prometheus `walnut_pool_commands_total`).
-    pub fn count_command(&self, name: &[u8]) {
-        self.stats.count_command(name);
+    /// Counts a memcached request by its command (Prometheus `walnut_pool_commands_total`).
+    pub fn count_memcache_command(&self, command: crate::proto::memcache::request::Command) {
+        self.stats.count_memcache_command(command);
     }
 
-    /// [`Core::count_command`] for a command already looked up in the Redis table.
+    /// Counts a Redis request by its command, already looked up in the command table
+    /// (Prometheus `walnut_pool_commands_total`).
     pub fn count_command_spec(&self, spec: Option<&crate::proto::redis::command::CommandSpec>) {
         self.stats.count_command_spec(spec);
     }

@@ -1,4 +1,4 @@
-//! Per-pool request counts by Redis command, without locks.
+//! Per-pool request counts by command (Redis or memcached), without locks.
 //!
 //! Interface for the data path: [`CommandCounts::count`] takes the command name as the client
 //! sent it (any case) and looks it up in walnut's command table
@@ -15,12 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::LazyLock;
 
 use super::histogram::{stripe_index, STRIPES};
+use crate::proto::memcache::request::Command as MemcacheCommand;
 use crate::proto::redis::command::{CommandSpec, COMMANDS};
 
 /// The slot of commands that are not in the table.
 pub const OTHER: usize = COMMANDS.len();
-/// Slots per stripe: every command plus `other`.
-pub const COMMAND_SLOTS: usize = COMMANDS.len() + 1;
+/// The first of the memcached commands' slots, which follow `other`.
+const MEMCACHE_FIRST: usize = OTHER + 1;
+/// Slots per stripe: every Redis command, `other`, then every memcached command.
+pub const COMMAND_SLOTS: usize = MEMCACHE_FIRST + MemcacheCommand::ALL.len();
 
 const PER_LINE: usize = 16;
 const LINES_PER_STRIPE: usize = COMMAND_SLOTS.div_ceil(PER_LINE);
@@ -68,6 +71,11 @@ pub fn spec_index(spec: &CommandSpec) -> usize {
     }
 }
 
+/// The slot of a memcached command.
+pub fn memcache_index(command: MemcacheCommand) -> usize {
+    MEMCACHE_FIRST + command.index()
+}
+
 /// The `command` label of a slot: the lower-case command name, or `other`.
 pub fn command_label(index: usize) -> &'static str {
     static LABELS: LazyLock<Vec<String>> = LazyLock::new(|| {
@@ -75,6 +83,7 @@ pub fn command_label(index: usize) -> &'static str {
             .iter()
             .map(|spec| spec.name.to_ascii_lowercase())
             .chain(std::iter::once("other".to_string()))
+            .chain(MemcacheCommand::ALL.iter().map(|c| c.name().to_string()))
             .collect()
     });
     LABELS.get(index).map_or("other", String::as_str)
@@ -93,18 +102,18 @@ impl CommandCounts {
         self.count_index(spec_index(spec));
     }
 
-    /// Counts one request for a slot from [`command_index`]; out-of-range slots count as
-    /// `other`.
+    /// Counts one request for a slot from [`command_index`] or [`memcache_index`];
+    /// out-of-range slots count as `other`.
     #[inline]
     pub fn count_index(&self, index: usize) {
-        let index = index.min(OTHER);
+        let index = if index < COMMAND_SLOTS { index } else { OTHER };
         let line = stripe_index() * LINES_PER_STRIPE + index / PER_LINE;
         self.lines[line].0[index % PER_LINE].fetch_add(1, Relaxed);
     }
 
     /// The count of one slot, summed over stripes.
     pub fn get(&self, index: usize) -> u64 {
-        if index > OTHER {
+        if index >= COMMAND_SLOTS {
             return 0;
         }
         (0..STRIPES)
@@ -115,9 +124,12 @@ impl CommandCounts {
             .fold(0u64, u64::wrapping_add)
     }
 
-    /// `(label, count)` for every command counted at least once, in table order, `other` last.
+    /// `(label, count)` for every command counted at least once, in table order (Redis, then
+    /// memcached), `other` last.
     pub fn nonzero(&self) -> Vec<(&'static str, u64)> {
-        (0..COMMAND_SLOTS)
+        (0..OTHER)
+            .chain(MEMCACHE_FIRST..COMMAND_SLOTS)
+            .chain(std::iter::once(OTHER))
             .filter_map(|i| {
                 let n = self.get(i);
                 (n > 0).then(|| (command_label(i), n))
@@ -141,7 +153,12 @@ mod tests {
         assert_eq!(command_index(b""), OTHER);
         assert_eq!(command_label(get), "get");
         assert_eq!(command_label(OTHER), "other");
-        assert_eq!(command_label(OTHER + 5), "other");
+        assert_eq!(command_label(COMMAND_SLOTS + 5), "other");
+        assert_eq!(command_label(memcache_index(MemcacheCommand::Gets)), "gets");
+        assert_eq!(command_label(memcache_index(MemcacheCommand::MetaNoop)), "mn");
+        for (i, command) in MemcacheCommand::ALL.iter().enumerate() {
+            assert_eq!(command.index(), i);
+        }
         for (i, spec) in COMMANDS.iter().enumerate() {
             assert_eq!(spec_index(spec), i);
             assert_eq!(command_index(spec.name.as_bytes()), i);

@@ -267,6 +267,13 @@ impl PoolStats {
         self.commands.count(name);
     }
 
+    /// Counts one memcached request.
+    #[inline]
+    pub fn count_memcache_command(&self, command: crate::proto::memcache::request::Command) {
+        self.commands
+            .count_index(super::commands::memcache_index(command));
+    }
+
     /// Counts one request for a command-table entry already looked up (`None`: unknown).
     #[inline]
     pub fn count_command_spec(&self, spec: Option<&crate::proto::redis::command::CommandSpec>) {

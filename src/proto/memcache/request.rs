@@ -65,6 +65,37 @@ pub enum Command {
 }
 
 impl Command {
+    /// Every command, in a fixed order (the stats count them by their place here).
+    pub const ALL: [Command; 22] = [
+        Command::Get,
+        Command::Gets,
+        Command::Gat,
+        Command::Gats,
+        Command::Set,
+        Command::Add,
+        Command::Replace,
+        Command::Append,
+        Command::Prepend,
+        Command::Cas,
+        Command::Delete,
+        Command::Incr,
+        Command::Decr,
+        Command::Touch,
+        Command::Version,
+        Command::Quit,
+        Command::MetaGet,
+        Command::MetaSet,
+        Command::MetaDelete,
+        Command::MetaArithmetic,
+        Command::MetaDebug,
+        Command::MetaNoop,
+    ];
+
+    /// The command's place in [`Command::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     fn from_name(name: &[u8]) -> Option<Command> {
         Some(match name {
             b"get" => Command::Get,
