@@ -6,7 +6,6 @@
 //! polling (no extra crate, works on every filesystem) and debounced.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -14,18 +13,14 @@ use tracing::{error, info};
 
 use crate::config;
 use crate::proxy::{Proxy, ReloadSummary};
-
-/// Reloads that failed (invalid file, or a listener that could not be bound).
-pub static RELOAD_FAILURES: AtomicU64 = AtomicU64::new(0);
-/// Reloads applied.
-pub static RELOADS: AtomicU64 = AtomicU64::new(0);
+use crate::stats::{RELOADS, RELOAD_FAILURES};
 
 /// Re-reads `path` and applies it. Logs one summary line, or every problem.
 pub fn reload_from_file(proxy: &mut Proxy, path: &Path) -> Option<ReloadSummary> {
     let config = match config::load(path) {
         Ok(config) => config,
         Err(problems) => {
-            RELOAD_FAILURES.fetch_add(1, Ordering::Relaxed);
+            RELOAD_FAILURES.inc();
             for problem in &problems.0 {
                 error!("reload: {problem}");
             }
@@ -38,11 +33,11 @@ pub fn reload_from_file(proxy: &mut Proxy, path: &Path) -> Option<ReloadSummary>
     };
     match proxy.reload(config) {
         Ok(summary) => {
-            RELOADS.fetch_add(1, Ordering::Relaxed);
+            RELOADS.inc();
             Some(summary)
         }
         Err(err) => {
-            RELOAD_FAILURES.fetch_add(1, Ordering::Relaxed);
+            RELOAD_FAILURES.inc();
             error!("reload of '{}' failed: {err}", path.display());
             None
         }

@@ -155,7 +155,10 @@ mod tests {
         assert_eq!(command_label(OTHER), "other");
         assert_eq!(command_label(COMMAND_SLOTS + 5), "other");
         assert_eq!(command_label(memcache_index(MemcacheCommand::Gets)), "gets");
-        assert_eq!(command_label(memcache_index(MemcacheCommand::MetaNoop)), "mn");
+        assert_eq!(
+            command_label(memcache_index(MemcacheCommand::MetaNoop)),
+            "mn"
+        );
         for (i, command) in MemcacheCommand::ALL.iter().enumerate() {
             assert_eq!(command.index(), i);
         }

@@ -23,6 +23,11 @@ use super::histogram::LatencyHistogram;
 pub struct Counter(AtomicU64);
 
 impl Counter {
+    /// A counter at zero (usable in a `static`).
+    pub const fn new() -> Counter {
+        Counter(AtomicU64::new(0))
+    }
+
     /// Adds one.
     #[inline]
     pub fn inc(&self) {

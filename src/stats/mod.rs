@@ -26,6 +26,12 @@ pub mod registry;
 #[cfg(test)]
 mod tests;
 
+/// Config reloads applied (Prometheus `walnut_reloads_total`).
+pub static RELOADS: Counter = Counter::new();
+/// Config reloads that failed: an invalid file, or a listener that could not be bound
+/// (Prometheus `walnut_reload_failures_total`).
+pub static RELOAD_FAILURES: Counter = Counter::new();
+
 pub use commands::{command_index, CommandCounts};
 pub use counters::{
     now_micros, Counter, Gauge, PoolFigures, PoolStats, ServerFigures, ServerStats, Timestamp,

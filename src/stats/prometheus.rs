@@ -246,6 +246,23 @@ impl Collector for StatsCollector {
             )?
             .encode_gauge(&stats.connections().current())?;
 
+        encoder
+            .encode_descriptor(
+                "walnut_reloads",
+                "Config reloads applied (SIGUSR1 or --watch-config).",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_counter::<NoLabelSet, u64, u64>(&super::RELOADS.get(), None)?;
+        encoder
+            .encode_descriptor(
+                "walnut_reload_failures",
+                "Config reloads that changed nothing: an invalid file, or a listener that could not be bound.",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_counter::<NoLabelSet, u64, u64>(&super::RELOAD_FAILURES.get(), None)?;
+
         for (name, unit, metric_type, help, read) in &POOL_FIGURES {
             let mut metric = encoder.encode_descriptor(name, help, unit.as_ref(), *metric_type)?;
             for pool in pools.iter() {
