@@ -860,3 +860,731 @@ fn watch_config_notices_a_change_made_while_walnut_was_starting() {
     drop(walnut);
     reader.join().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Pool options, stats continuity and reload failures
+// ---------------------------------------------------------------------------------------------
+
+use std::io::{Read, Write};
+
+use serde_json::Value as Json;
+
+/// A Redis pool over `servers` given as (backend `servers:` line), with `extra` directives.
+fn pool_with(name: &str, port: u16, lines: &[String], extra: &str) -> String {
+    let mut conf = format!("{name}:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: md5\n");
+    for directive in extra.lines().filter(|l| !l.trim().is_empty()) {
+        conf.push_str(&format!("  {}\n", directive.trim()));
+    }
+    conf.push_str("  servers:\n");
+    for line in lines {
+        conf.push_str(&format!("   - {line}\n"));
+    }
+    conf
+}
+
+/// walnut aggregating its stats every 100 ms, with `/metrics` on `metrics_port`.
+fn walnut_with_stats(config: &str, port: u16, metrics_port: u16) -> ProxyProcess {
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    ProxyProcess::walnut_with(
+        config,
+        &[local(port), local(metrics_port)],
+        &["-i", "100", "--metrics", &metrics],
+    )
+}
+
+fn stats_doc(walnut: &ProxyProcess) -> Json {
+    let text = walnut.stats_json();
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("the stats JSON does not parse ({e}): {text}"))
+}
+
+/// A figure by its path: `alpha/server_ejects`, `alpha/a/requests`.
+fn json_figure(doc: &Json, path: &str) -> Option<u64> {
+    path.split('/')
+        .try_fold(doc, |v, k| v.get(k))
+        .and_then(Json::as_u64)
+}
+
+/// Polls the stats JSON until every figure shows its value; fails listing the ones that differ.
+fn wait_for_figures(walnut: &ProxyProcess, expected: &[(String, u64)]) -> Json {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let doc = stats_doc(walnut);
+        let wrong: Vec<String> = expected
+            .iter()
+            .filter_map(|(path, want)| {
+                let got = json_figure(&doc, path);
+                (got != Some(*want)).then(|| format!("{path}: expected {want}, got {got:?}"))
+            })
+            .collect();
+        if wrong.is_empty() {
+            return doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "figures differ:\n  {}\nlast document: {doc}",
+            wrong.join("\n  ")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The server names of `pool` in a stats document, in document order.
+fn json_servers(doc: &Json, pool: &str) -> Vec<String> {
+    doc.get(pool)
+        .and_then(Json::as_object)
+        .unwrap_or_else(|| panic!("pool {pool} in {doc}"))
+        .iter()
+        .filter(|(_, v)| v.is_object())
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// The pools in a stats document.
+fn json_pools(doc: &Json) -> Vec<String> {
+    doc.as_object()
+        .expect("a JSON object")
+        .iter()
+        .filter(|(_, v)| v.is_object())
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// `GET /metrics`, parsed by prometheus-parse.
+fn scrape(metrics_port: u16) -> prometheus_parse::Scrape {
+    let mut stream =
+        std::net::TcpStream::connect(local(metrics_port)).expect("connect to the metrics port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    stream
+        .read_to_string(&mut raw)
+        .expect("read the HTTP reply");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP head");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .expect("prometheus-parse reads the exposition")
+}
+
+/// The values of the samples `name` whose labels are exactly `labels`.
+fn samples(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+    let want: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    scrape
+        .samples
+        .iter()
+        .filter(|s| {
+            s.metric == name
+                && s.labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<BTreeMap<_, _>>()
+                    == want
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name}: prometheus-parse read {other:?}"),
+        })
+        .collect()
+}
+
+/// The values of `names` in the server's `/metrics` series.
+fn server_metrics(
+    scrape: &prometheus_parse::Scrape,
+    server: &str,
+    names: &[&str],
+) -> Vec<Vec<f64>> {
+    names
+        .iter()
+        .map(|name| samples(scrape, name, &[("pool", "alpha"), ("server", server)]))
+        .collect()
+}
+
+fn err(text: &str) -> Value {
+    Value::Error(text.to_string())
+}
+
+#[test]
+fn a_timeout_set_by_a_reload_times_out_the_next_request_of_a_client_connected_before() {
+    let backend = RedisServer::start();
+    let (port, metrics_port) = (free_port(), free_port());
+    let lines = [backend.server_line(1, Some("r"))];
+    let walnut = walnut_with_stats(&pool_with("alpha", port, &lines, ""), port, metrics_port);
+    let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(client.cmd_str(&["SET", "k", "v"]), ok());
+
+    walnut.rewrite_config(&pool_with("alpha", port, &lines, "timeout: 200"));
+    reload(&walnut);
+    assert!(walnut
+        .log()
+        .contains("reload: pools added: none; pools removed: none; pools changed: alpha; servers added: none; servers removed: none"));
+    backend.pause();
+    assert_eq!(
+        client.cmd_str(&["GET", "k"]),
+        err("ERR Connection timed out")
+    );
+    backend.resume();
+    // The connection was closed on the timeout; the next request gets a fresh one.
+    assert_eq!(client.cmd_str(&["GET", "k"]), Value::bulk("v"));
+    wait_for_figures(
+        &walnut,
+        &[
+            ("alpha/forward_error".into(), 1),
+            ("alpha/r/server_timedout".into(), 1),
+            ("alpha/r/server_err".into(), 0),
+            ("alpha/r/server_eof".into(), 0),
+            ("alpha/r/requests".into(), 3),
+            ("alpha/r/responses".into(), 2),
+            ("alpha/r/server_connections".into(), 1),
+        ],
+    );
+}
+
+#[test]
+fn redis_auth_and_redis_db_set_by_a_reload_are_used_by_new_backend_connections() {
+    let backend = RedisServer::start();
+    // One direct connection for the whole test, so CLIENT KILL finds only walnut's.
+    let mut admin = backend.client();
+    let (port, metrics_port) = (free_port(), free_port());
+    let lines = [backend.server_line(1, Some("r"))];
+    let walnut = walnut_with_stats(&pool_with("alpha", port, &lines, ""), port, metrics_port);
+    let mut before = RespClient::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(before.cmd_str(&["SET", "before", "0"]), ok());
+    assert_eq!(admin.cmd_str(&["GET", "before"]), Value::bulk("0"));
+
+    assert_eq!(
+        admin.cmd_str(&["CONFIG", "SET", "requirepass", "secret"]),
+        ok()
+    );
+    walnut.rewrite_config(&pool_with(
+        "alpha",
+        port,
+        &lines,
+        "redis_auth: secret\nredis_db: 3",
+    ));
+    reload(&walnut);
+
+    // Clients connecting now must AUTH with the new password.
+    let mut after = RespClient::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(
+        after.cmd_str(&["GET", "before"]),
+        err("NOAUTH Authentication required")
+    );
+    assert_eq!(
+        after.cmd_str(&["AUTH", "wrong"]),
+        err("ERR invalid password")
+    );
+    assert_eq!(after.cmd_str(&["AUTH", "secret"]), ok());
+
+    // walnut's backend connection (made before the reload) is closed by the backend.
+    assert_eq!(
+        admin.cmd_str(&["CLIENT", "KILL", "TYPE", "normal"]),
+        Value::Int(1)
+    );
+    wait_for_figures(
+        &walnut,
+        &[
+            ("alpha/r/server_connections".into(), 0),
+            ("alpha/r/server_eof".into(), 1),
+        ],
+    );
+    // The new connection AUTHs (the backend requires it now) and SELECTs db 3.
+    assert_eq!(after.cmd_str(&["SET", "after", "1"]), ok());
+    assert_eq!(after.cmd_str(&["GET", "after"]), Value::bulk("1"));
+    assert_eq!(after.cmd_str(&["GET", "before"]), Value::Nil);
+    assert_eq!(admin.cmd_str(&["SELECT", "3"]), ok());
+    assert_eq!(admin.cmd_str(&["GET", "after"]), Value::bulk("1"));
+    assert_eq!(admin.cmd_str(&["GET", "before"]), Value::Nil);
+    assert_eq!(admin.cmd_str(&["SELECT", "0"]), ok());
+    assert_eq!(admin.cmd_str(&["GET", "after"]), Value::Nil);
+    assert_eq!(admin.cmd_str(&["GET", "before"]), Value::bulk("0"));
+    let Value::Bulk(list) = admin.cmd_str(&["CLIENT", "LIST", "TYPE", "normal"]) else {
+        panic!("CLIENT LIST")
+    };
+    let list = text(&list);
+    assert_eq!(
+        list.lines().filter(|l| l.contains(" db=3 ")).count(),
+        1,
+        "{list}"
+    );
+    assert!(
+        !walnut.log().contains("ERROR"),
+        "no handshake failed: {}",
+        walnut.log()
+    );
+}
+
+/// SETs `key` through walnut; the reply.
+fn set(client: &mut RespClient, key: &str) -> Value {
+    client.cmd_str(&["SET", key, "v"])
+}
+
+/// The first of `eject:0`, `eject:1`, … that walnut sends to the dead server (its SET is
+/// refused); the keys before it went to the live one. Only with `auto_eject_hosts: false`
+/// (the refusals must not eject the server). Returns the key and the refusals seen.
+fn key_on_dead_server(client: &mut RespClient) -> (String, u64) {
+    for i in 0..1000 {
+        let key = format!("eject:{i}");
+        match set(client, &key) {
+            Value::Status(s) if s == "OK" => continue,
+            reply => {
+                assert_eq!(reply, err("ERR Connection refused"), "{key}");
+                return (key, 1);
+            }
+        }
+    }
+    panic!("no key routes to the dead server");
+}
+
+fn ejection_pool(port: u16, live: &RedisServer, dead_port: u16, options: &str) -> String {
+    let lines = [
+        live.server_line(1, Some("live")),
+        format!("127.0.0.1:{dead_port}:1 dead"),
+    ];
+    pool_with(
+        "alpha",
+        port,
+        &lines,
+        &format!("{options}\nserver_retry_timeout: 600000"),
+    )
+}
+
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+#[test]
+fn auto_eject_hosts_and_server_failure_limit_set_by_a_reload_decide_when_a_failing_server_is_ejected(
+) {
+    let live = RedisServer::start();
+    let mut admin = live.client();
+    // Nothing listens on the dead server's port: every connect is refused.
+    let (port, metrics_port, dead_port) = (free_port(), free_port(), free_port());
+    let walnut = walnut_with_stats(
+        &ejection_pool(
+            port,
+            &live,
+            dead_port,
+            "auto_eject_hosts: false\nserver_failure_limit: 1",
+        ),
+        port,
+        metrics_port,
+    );
+    let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
+    let (dead_key, mut refused) = key_on_dead_server(&mut client);
+    for _ in 0..5 {
+        assert_eq!(set(&mut client, &dead_key), err("ERR Connection refused"));
+        refused += 1;
+    }
+    wait_for_figures(
+        &walnut,
+        &[
+            ("alpha/server_ejects".into(), 0),
+            ("alpha/forward_error".into(), refused),
+            ("alpha/dead/requests".into(), refused),
+            ("alpha/dead/server_err".into(), refused),
+            ("alpha/dead/server_ejected_at".into(), 0),
+        ],
+    );
+
+    walnut.rewrite_config(&ejection_pool(
+        port,
+        &live,
+        dead_port,
+        "auto_eject_hosts: true\nserver_failure_limit: 3",
+    ));
+    reload(&walnut);
+    let not_before = now_micros();
+    // Three consecutive failures eject the server (its earlier refusals did not count:
+    // auto_eject_hosts was off); then its keys go to the live server.
+    for i in 0..3 {
+        assert_eq!(
+            set(&mut client, &dead_key),
+            err("ERR Connection refused"),
+            "failure #{}",
+            i + 1
+        );
+        refused += 1;
+    }
+    assert_eq!(set(&mut client, &dead_key), ok());
+    assert_eq!(admin.cmd_str(&["GET", &dead_key]), Value::bulk("v"));
+    let not_after = now_micros();
+    let doc = wait_for_figures(
+        &walnut,
+        &[
+            ("alpha/server_ejects".into(), 1),
+            ("alpha/forward_error".into(), refused),
+            ("alpha/dead/requests".into(), refused),
+            ("alpha/dead/server_err".into(), refused),
+        ],
+    );
+    let ejected_at = json_figure(&doc, "alpha/dead/server_ejected_at").unwrap();
+    assert!(
+        (not_before..=not_after).contains(&ejected_at),
+        "server_ejected_at {ejected_at} is not between {not_before} and {not_after}"
+    );
+    let log = walnut.log();
+    assert_eq!(
+        log.matches("pool 'alpha': ejecting server 'dead' for 600000 ms after 3 consecutive failures (last: Connection refused)")
+            .count(),
+        1,
+        "{log}"
+    );
+}
+
+#[test]
+fn turning_auto_eject_hosts_off_by_a_reload_routes_to_an_ejected_server_again_like_a_fresh_nutcracker(
+) {
+    let live = RedisServer::start();
+    let (port, metrics_port, dead_port) = (free_port(), free_port(), free_port());
+    let off = ejection_pool(port, &live, dead_port, "auto_eject_hosts: false");
+    // First find, with ejection off, a key of the dead server.
+    let walnut = walnut_with_stats(&off, port, metrics_port);
+    let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
+    let (dead_key, _) = key_on_dead_server(&mut client);
+
+    // With ejection on, one failure ejects the server and its key goes to the live one.
+    walnut.rewrite_config(&ejection_pool(
+        port,
+        &live,
+        dead_port,
+        "auto_eject_hosts: true\nserver_failure_limit: 1",
+    ));
+    reload(&walnut);
+    assert_eq!(set(&mut client, &dead_key), err("ERR Connection refused"));
+    assert_eq!(set(&mut client, &dead_key), ok());
+    wait_for_figures(&walnut, &[("alpha/server_ejects".into(), 1)]);
+
+    // Ejection off again: every server is in the continuum, as in a fresh nutcracker.
+    walnut.rewrite_config(&off);
+    reload(&walnut);
+    let nut_port = free_port();
+    let nutcracker = ProxyProcess::nutcracker(
+        &ejection_pool(nut_port, &live, dead_port, "auto_eject_hosts: false"),
+        &[local(nut_port)],
+    );
+    let mut via_nutcracker = RespClient::connect(&format!("127.0.0.1:{nut_port}"));
+    assert_eq!(
+        set(&mut via_nutcracker, &dead_key),
+        err("ERR Connection refused")
+    );
+    drop(nutcracker);
+    assert_eq!(set(&mut client, &dead_key), err("ERR Connection refused"));
+}
+
+/// The frame walnut forwards for `SET key value`, byte for byte.
+fn set_frame(key: &str, value: &str) -> Vec<u8> {
+    common::resp::encode(&[b"SET", key.as_bytes(), value.as_bytes()])
+}
+
+/// The request/response figures of one server after `sets` SETs of `(key, value)`.
+fn traffic(server: &str, sets: &[(String, String)]) -> Vec<(String, u64)> {
+    let bytes: u64 = sets.iter().map(|(k, v)| set_frame(k, v).len() as u64).sum();
+    let n = sets.len() as u64;
+    [
+        ("requests", n),
+        ("request_bytes", bytes),
+        ("responses", n),
+        ("response_bytes", n * b"+OK\r\n".len() as u64),
+    ]
+    .into_iter()
+    .map(|(name, value)| (format!("alpha/{server}/{name}"), value))
+    .collect()
+}
+
+const SERVER_COUNTERS: [&str; 4] = [
+    "walnut_server_requests_total",
+    "walnut_server_request_bytes_total",
+    "walnut_server_responses_total",
+    "walnut_server_response_bytes_total",
+];
+
+/// The figures of [`traffic`] as `/metrics` values, in [`SERVER_COUNTERS`] order.
+fn as_metrics(figures: &[(String, u64)]) -> Vec<Vec<f64>> {
+    figures.iter().map(|(_, v)| vec![*v as f64]).collect()
+}
+
+#[test]
+fn after_a_reload_that_adds_a_server_the_stats_list_it_and_the_servers_that_stay_keep_counting() {
+    let backends = [RedisServer::start(), RedisServer::start()];
+    let (port, metrics_port) = (free_port(), free_port());
+    let a = backends[0].server_line(1, Some("a"));
+    let b = backends[1].server_line(1, Some("b"));
+    let walnut = walnut_with_stats(
+        &pool_with("alpha", port, std::slice::from_ref(&a), ""),
+        port,
+        metrics_port,
+    );
+    let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
+    let first: Vec<(String, String)> = (0..10)
+        .map(|i| (format!("first:{i}"), format!("value-{i}")))
+        .collect();
+    for (key, value) in &first {
+        assert_eq!(client.cmd_str(&["SET", key, value]), ok());
+    }
+    let on_a_before = traffic("a", &first);
+    wait_for_figures(&walnut, &on_a_before);
+
+    walnut.rewrite_config(&pool_with("alpha", port, &[a.clone(), b], ""));
+    reload(&walnut);
+    assert!(walnut
+        .log()
+        .contains("pools changed: alpha; servers added: alpha/b; servers removed: none"));
+    // Listed at once with zeros; `a` keeps its counts.
+    let mut expected = on_a_before.clone();
+    expected.extend(traffic("b", &[]));
+    let doc = wait_for_figures(&walnut, &expected);
+    assert_eq!(json_servers(&doc, "alpha"), ["a", "b"]);
+    let metrics = scrape(metrics_port);
+    assert_eq!(
+        server_metrics(&metrics, "a", &SERVER_COUNTERS),
+        as_metrics(&on_a_before)
+    );
+    assert_eq!(
+        server_metrics(&metrics, "b", &SERVER_COUNTERS),
+        as_metrics(&traffic("b", &[]))
+    );
+
+    // More traffic: each server counts what it got, `a` on top of its old counts.
+    let second: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("second:{i}"), format!("v{i}")))
+        .collect();
+    for (key, value) in &second {
+        assert_eq!(client.cmd_str(&["SET", key, value]), ok());
+    }
+    let mut on = [Vec::new(), Vec::new()];
+    for (key, value) in &second {
+        let holders: Vec<usize> = (0..2)
+            .filter(|&i| backends[i].client().cmd_str(&["GET", key]) == Value::bulk(value))
+            .collect();
+        assert_eq!(holders.len(), 1, "{key} is on one server");
+        on[holders[0]].push((key.clone(), value.clone()));
+    }
+    assert!(
+        !on[0].is_empty() && !on[1].is_empty(),
+        "both servers got keys"
+    );
+    let on_a = traffic("a", &[first.clone(), on[0].clone()].concat());
+    let on_b = traffic("b", &on[1]);
+    let doc = wait_for_figures(&walnut, &[on_a.clone(), on_b.clone()].concat());
+    assert_eq!(json_servers(&doc, "alpha"), ["a", "b"]);
+    let metrics = scrape(metrics_port);
+    assert_eq!(
+        server_metrics(&metrics, "a", &SERVER_COUNTERS),
+        as_metrics(&on_a)
+    );
+    assert_eq!(
+        server_metrics(&metrics, "b", &SERVER_COUNTERS),
+        as_metrics(&on_b)
+    );
+    assert_eq!(
+        samples(
+            &metrics,
+            "walnut_pool_client_connections",
+            &[("pool", "alpha")]
+        ),
+        [1.0]
+    );
+    assert_eq!(samples(&metrics, "walnut_reloads_total", &[]), [1.0]);
+
+    // Removing `b`: it leaves the stats, `a` still keeps its counts.
+    walnut.rewrite_config(&pool_with("alpha", port, std::slice::from_ref(&a), ""));
+    reload(&walnut);
+    let doc = wait_for_figures(&walnut, &on_a);
+    assert_eq!(json_servers(&doc, "alpha"), ["a"]);
+    let metrics = scrape(metrics_port);
+    assert_eq!(
+        server_metrics(&metrics, "a", &SERVER_COUNTERS),
+        as_metrics(&on_a)
+    );
+    assert_eq!(
+        server_metrics(&metrics, "b", &SERVER_COUNTERS),
+        vec![Vec::<f64>::new(); 4]
+    );
+    assert_eq!(client.cmd_str(&["SET", "third", "x"]), ok());
+    let third = [("third".to_string(), "x".to_string())];
+    wait_for_figures(
+        &walnut,
+        &traffic("a", &[first, on[0].clone(), third.to_vec()].concat()),
+    );
+}
+
+#[test]
+fn an_invalid_file_changes_nothing_counts_one_reload_failure_in_metrics_and_logs_every_problem() {
+    let backends = [RedisServer::start(), RedisServer::start()];
+    let (port, beta_port, metrics_port) = (free_port(), free_port(), free_port());
+    let r = backends[0].server_line(1, Some("r"));
+    let good = pool_with("alpha", port, std::slice::from_ref(&r), "");
+    let walnut = walnut_with_stats(&good, port, metrics_port);
+    let reload_counts = || {
+        let metrics = scrape(metrics_port);
+        (
+            samples(&metrics, "walnut_reloads_total", &[]),
+            samples(&metrics, "walnut_reload_failures_total", &[]),
+        )
+    };
+    assert_eq!(reload_counts(), (vec![0.0], vec![0.0]));
+    reload(&walnut);
+    assert_eq!(reload_counts(), (vec![1.0], vec![0.0]));
+    let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(client.cmd_str(&["SET", "k", "1"]), ok());
+
+    // A second server and a new pool, but two invalid directives: nothing of it applies.
+    let s = backends[1].server_line(1, Some("s"));
+    let beta = pool_with("beta", beta_port, std::slice::from_ref(&s), "");
+    let invalid = format!(
+        "{}{}",
+        pool_with("alpha", port, &[r.clone(), s.clone()], "timeout: 1").replace("md5", "sha1"),
+        beta.replace("hash: md5", "distribution: nope")
+    );
+    walnut.rewrite_config(&invalid);
+    walnut.process.signal(Signal::SIGUSR1);
+    let failed = format!(
+        "reload of '{}' failed: the file is invalid; nothing changed",
+        walnut.config_path.display()
+    );
+    wait_until("the failed reload", || walnut.log().contains(&failed));
+    let log = walnut.log();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" ERROR "))
+        .map(|l| l.split_once(" ERROR ").unwrap().1)
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "reload: conf: pool 'alpha': directive \"hash\" is not a valid hash: \"sha1\"",
+            "reload: conf: pool 'beta': directive \"distribution\" is not a valid distribution: \"nope\"",
+            failed.as_str(),
+        ],
+        "{log}"
+    );
+    assert_eq!(reload_counts(), (vec![1.0], vec![1.0]));
+    // Nothing changed: the same pool and server, no new listener, and traffic goes on.
+    assert!(std::net::TcpStream::connect(local(beta_port)).is_err());
+    assert_eq!(client.cmd_str(&["GET", "k"]), Value::bulk("1"));
+    for i in 0..20 {
+        assert_eq!(client.cmd_str(&["SET", &format!("k{i}"), "v"]), ok());
+    }
+    assert_eq!(
+        backends[0].client().cmd_str(&["DBSIZE"]),
+        Value::Int(21),
+        "every key is still on the one server"
+    );
+    let doc = wait_for_figures(&walnut, &[("alpha/r/requests".into(), 22)]);
+    assert_eq!(json_pools(&doc), ["alpha"]);
+    assert_eq!(json_servers(&doc, "alpha"), ["r"]);
+
+    // A valid file applies, and counts as an applied reload.
+    walnut.rewrite_config(&format!("{good}{beta}"));
+    reload(&walnut);
+    assert_eq!(reload_counts(), (vec![2.0], vec![1.0]));
+    let mut on_beta = RespClient::connect(&format!("127.0.0.1:{beta_port}"));
+    assert_eq!(on_beta.cmd_str(&["GET", "k"]), Value::Nil);
+    let doc = wait_for_figures(&walnut, &[("beta/s/requests".into(), 1)]);
+    assert_eq!(json_pools(&doc), ["alpha", "beta"]);
+}
+
+/// walnut's `reload_counts` from `/metrics`: (applied, failed).
+fn reload_counts(metrics_port: u16) -> (Vec<f64>, Vec<f64>) {
+    let metrics = scrape(metrics_port);
+    (
+        samples(&metrics, "walnut_reloads_total", &[]),
+        samples(&metrics, "walnut_reload_failures_total", &[]),
+    )
+}
+
+/// Sends SIGUSR1 and waits until the log shows one more `reload of '…' failed` line.
+fn failed_reload(walnut: &ProxyProcess) {
+    let before = walnut.log().matches("reload of '").count();
+    walnut.process.signal(Signal::SIGUSR1);
+    wait_until("the failed reload", || {
+        walnut.log().matches("reload of '").count() > before
+    });
+}
+
+#[test]
+fn a_new_pools_listen_address_in_use_fails_the_reload_and_changes_nothing() {
+    let backend = RedisServer::start();
+    let (port, beta_port, metrics_port) = (free_port(), free_port(), free_port());
+    let r = backend.server_line(1, Some("r"));
+    let alpha = pool_with("alpha", port, std::slice::from_ref(&r), "");
+    let walnut = walnut_with_stats(&alpha, port, metrics_port);
+    let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(client.cmd_str(&["SET", "k", "1"]), ok());
+    // Another process holds beta's address.
+    let _taken = std::net::TcpListener::bind(local(beta_port)).unwrap();
+
+    walnut.rewrite_config(&format!(
+        "{}{}",
+        pool_with("alpha", port, std::slice::from_ref(&r), "timeout: 1000"),
+        pool_with("beta", beta_port, std::slice::from_ref(&r), "")
+    ));
+    failed_reload(&walnut);
+    let log = walnut.log();
+    assert!(
+        log.contains(&format!(
+            "reload of '{}' failed: bind on p 'beta' to addr '127.0.0.1:{beta_port}' failed: Address already in use",
+            walnut.config_path.display()
+        )),
+        "{log}"
+    );
+    assert_eq!(reload_counts(metrics_port), (vec![0.0], vec![1.0]));
+    assert_eq!(client.cmd_str(&["GET", "k"]), Value::bulk("1"));
+    let mut fresh = RespClient::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(fresh.cmd_str(&["GET", "k"]), Value::bulk("1"));
+    let doc = wait_for_figures(&walnut, &[("alpha/r/requests".into(), 3)]);
+    assert_eq!(json_pools(&doc), ["alpha"]);
+}
+
+#[test]
+#[ignore = "walnut bug: Proxy::reload hands a retiring pool's listener over (closing its listener task and draining its clients) before the other new listeners are bound; a later bind failure returns Err with that pool already gone, so nothing listens on its address"]
+fn a_listen_address_in_use_fails_the_reload_without_closing_a_pool_whose_listener_would_be_handed_over(
+) {
+    let backend = RedisServer::start();
+    let memcached = MemcachedServer::start();
+    let (port, beta_port, metrics_port) = (free_port(), free_port(), free_port());
+    let alpha = pool_with("alpha", port, &[backend.server_line(1, Some("r"))], "");
+    let walnut = walnut_with_stats(&alpha, port, metrics_port);
+    let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(client.cmd_str(&["SET", "k", "1"]), ok());
+    let _taken = std::net::TcpListener::bind(local(beta_port)).unwrap();
+
+    // alpha switches to memcached on the same address (its listener would be handed over to
+    // the new alpha), and "blocked" cannot bind: the reload fails, so alpha must stay as it
+    // was. (Pools are handled in twemproxy's order, shorter names first: alpha, then blocked.)
+    walnut.rewrite_config(&format!(
+        "{}{}",
+        mc_pool("alpha", port, std::slice::from_ref(&memcached), &[(0, 1)]),
+        pool_with(
+            "blocked",
+            beta_port,
+            &[backend.server_line(1, Some("r"))],
+            ""
+        )
+    ));
+    failed_reload(&walnut);
+    assert_eq!(reload_counts(metrics_port), (vec![0.0], vec![1.0]));
+    assert_eq!(
+        client.cmd_str(&["GET", "k"]),
+        Value::bulk("1"),
+        "alpha's client is still served"
+    );
+    let fresh = std::net::TcpStream::connect(local(port));
+    assert!(fresh.is_ok(), "alpha still listens: {fresh:?}");
+    let mut fresh = RespClient::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(fresh.cmd_str(&["GET", "k"]), Value::bulk("1"));
+    let doc = wait_for_figures(&walnut, &[("alpha/r/requests".into(), 3)]);
+    assert_eq!(json_pools(&doc), ["alpha"]);
+}
