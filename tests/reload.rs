@@ -1549,7 +1549,6 @@ fn a_new_pools_listen_address_in_use_fails_the_reload_and_changes_nothing() {
 }
 
 #[test]
-#[ignore = "walnut bug: Proxy::reload hands a retiring pool's listener over (closing its listener task and draining its clients) before the other new listeners are bound; a later bind failure returns Err with that pool already gone, so nothing listens on its address"]
 fn a_listen_address_in_use_fails_the_reload_without_closing_a_pool_whose_listener_would_be_handed_over(
 ) {
     let backend = RedisServer::start();

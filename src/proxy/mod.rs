@@ -213,29 +213,48 @@ impl Proxy {
                 && entry.listen_text == pool.listen_text
                 && entry.pool.current.load().config.redis == pool.redis
         };
-        // Pools that need a listener: bind them all first. A listen address a retiring pool
-        // holds is handed over to its successor.
-        let mut to_bind = Vec::new();
+        // Pools that need a listener: bind every new address first, so a bind failure
+        // changes nothing; only then is a listen address a retiring pool holds handed over
+        // to its successor.
+        let mut bound = Vec::new();
         for pool in &config.pools {
-            if !self.entries.iter().any(|entry| stays(pool, entry)) {
-                let held = self
-                    .entries
-                    .iter()
-                    .position(|e| e.listen_text == pool.listen_text);
-                let listener = match held {
-                    Some(index) => {
-                        let entry = self.entries.remove(index);
-                        summary.pools_removed.push(entry.name());
-                        let (retired, listener) = entry.hand_over();
-                        self.retired.push(retired);
-                        listener
-                    }
-                    None => Arc::new(listener::bind(pool)?),
-                };
-                to_bind.push(listener);
+            let needs_listener = !self.entries.iter().any(|entry| stays(pool, entry));
+            let held = self
+                .entries
+                .iter()
+                .any(|e| e.listen_text == pool.listen_text);
+            if needs_listener && !held {
+                bound.push((pool.listen_text.clone(), Arc::new(listener::bind(pool)?)));
             }
         }
-        let mut to_bind = to_bind.into_iter();
+        let mut to_bind = Vec::new();
+        for pool in &config.pools {
+            if self.entries.iter().any(|entry| stays(pool, entry)) {
+                continue;
+            }
+            let held = self
+                .entries
+                .iter()
+                .position(|e| e.listen_text == pool.listen_text);
+            let listener = match held {
+                Some(index) => {
+                    let entry = self.entries.remove(index);
+                    summary.pools_removed.push(entry.name());
+                    let (retired, listener) = entry.hand_over();
+                    self.retired.push(retired);
+                    listener
+                }
+                None => match bound
+                    .iter()
+                    .position(|(listen, _)| *listen == pool.listen_text)
+                {
+                    Some(index) => bound.swap_remove(index).1,
+                    // Two new pools on one address: config validation rejects that.
+                    None => continue,
+                },
+            };
+            to_bind.push((pool.listen_text.clone(), listener));
+        }
         let mut entries = Vec::with_capacity(config.pools.len());
         for pool in config.pools {
             match self.entries.iter().position(|entry| stays(&pool, entry)) {
@@ -255,9 +274,13 @@ impl Proxy {
                     entries.push(entry);
                 }
                 None => {
-                    let Some(listener) = to_bind.next() else {
+                    let Some(index) = to_bind
+                        .iter()
+                        .position(|(listen, _)| *listen == pool.listen_text)
+                    else {
                         continue;
                     };
+                    let listener = to_bind.swap_remove(index).1;
                     summary.pools_added.push(pool.name.clone());
                     entries.push(PoolEntry::start(pool, listener, &self.stats));
                 }
