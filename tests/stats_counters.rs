@@ -20,6 +20,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::mc::McClient;
@@ -2587,4 +2588,347 @@ fn metrics_count_memcached_requests_under_their_own_command_names() {
         expected,
         "walnut, then the commands sent"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Many readers at once
+// ---------------------------------------------------------------------------------------
+
+const STATS_READERS: usize = 32;
+const READS_PER_READER: usize = 50;
+/// Clients 0 and 2 use the Redis pool `r`, clients 1 and 3 the memcached pool `m`.
+const LOAD_CLIENTS: usize = 4;
+/// Each client sends at least this many batches, and goes on until every reader is done.
+const LOAD_MIN_BATCHES: usize = 20;
+/// Each batch is one write of this many sets, then as many gets of the same keys.
+const LOAD_KEYS_PER_BATCH: usize = 25;
+
+const HEADER_KEYS: [&str; 7] = [
+    "service",
+    "source",
+    "version",
+    "uptime",
+    "timestamp",
+    "total_connections",
+    "curr_connections",
+];
+const POOL_KEYS: [&str; 6] = [
+    "client_eof",
+    "client_err",
+    "client_connections",
+    "server_ejects",
+    "forward_error",
+    "fragments",
+];
+const SERVER_KEYS: [&str; 13] = [
+    "server_eof",
+    "server_err",
+    "server_timedout",
+    "server_connections",
+    "server_ejected_at",
+    "requests",
+    "request_bytes",
+    "responses",
+    "response_bytes",
+    "in_queue",
+    "in_queue_bytes",
+    "out_queue",
+    "out_queue_bytes",
+];
+/// The pools of [`walnut_with_metrics`] and their servers.
+const LOAD_POOLS: [(&str, [&str; 2]); 2] = [("r", ["ra", "rb"]), ("m", ["ma", "mb"])];
+
+/// Client `client`'s pool: its protocol and its index in [`LOAD_POOLS`].
+fn load_pool(client: usize) -> (Proto, usize) {
+    if client % 2 == 0 {
+        (Proto::Redis, 0)
+    } else {
+        (Proto::Memcache, 1)
+    }
+}
+
+/// One request a load client sent: its key's index, its frame and its reply.
+type Exchange = (usize, Vec<u8>, Vec<u8>);
+
+fn load_key(client: usize, i: usize) -> String {
+    format!("load:c{client}:{i}")
+}
+
+/// One stats document, checked: one line of strict JSON with exactly the documented keys,
+/// every figure a number. Returns each pool's `(requests, responses)` summed over its servers.
+fn checked_document(text: &str) -> [(u64, u64); 2] {
+    assert!(
+        text.starts_with("{\"service\":") && text.ends_with("}}}\n"),
+        "the document's frame: {text}"
+    );
+    assert_eq!(text.matches('\n').count(), 1, "one line: {text}");
+    let doc: Json = serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("the stats document is not JSON ({e}): {text}"));
+    let keys = |value: &Json| -> BTreeSet<String> {
+        value
+            .as_object()
+            .unwrap_or_else(|| panic!("not an object: {value}"))
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let mut header: BTreeSet<String> = HEADER_KEYS.iter().map(|k| k.to_string()).collect();
+    header.extend(LOAD_POOLS.iter().map(|(pool, _)| pool.to_string()));
+    assert_eq!(keys(&doc), header, "{text}");
+    for key in ["service", "source", "version"] {
+        assert!(doc[key].is_string(), "{key}: {text}");
+    }
+    for key in &HEADER_KEYS[3..] {
+        assert!(doc[key].is_u64(), "{key}: {text}");
+    }
+    let mut sums = [(0, 0); 2];
+    for (p, (pool, servers)) in LOAD_POOLS.iter().enumerate() {
+        let mut expected: BTreeSet<String> = POOL_KEYS.iter().map(|k| k.to_string()).collect();
+        expected.extend(servers.iter().map(|s| s.to_string()));
+        assert_eq!(keys(&doc[pool]), expected, "pool {pool}: {text}");
+        for key in POOL_KEYS {
+            assert!(doc[pool][key].is_u64(), "{pool}/{key}: {text}");
+        }
+        for server in servers {
+            let entry = &doc[pool][server];
+            assert_eq!(
+                keys(entry),
+                SERVER_KEYS.iter().map(|k| k.to_string()).collect(),
+                "{pool}/{server}: {text}"
+            );
+            for key in SERVER_KEYS {
+                assert!(entry[key].is_u64(), "{pool}/{server}/{key}: {text}");
+            }
+            sums[p].0 += entry["requests"].as_u64().unwrap();
+            sums[p].1 += entry["responses"].as_u64().unwrap();
+        }
+    }
+    sums
+}
+
+/// Reads the stats port and scrapes `/metrics` [`READS_PER_READER`] times each, checking every
+/// document and exposition. A pool's `requests` and `responses` never go back, and never
+/// exceed what its clients had sent when the read ended (`sent`, counted before each write).
+fn stats_reader(stats_port: u16, metrics_port: u16, sent: &[AtomicU64; 2]) {
+    let mut last_json = [(0, 0); 2];
+    let mut last_metrics = [(0.0, 0.0); 2];
+    for _ in 0..READS_PER_READER {
+        let mut stream = TcpStream::connect(local(stats_port)).expect("connect to the stats port");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut text = String::new();
+        stream
+            .read_to_string(&mut text)
+            .expect("read the stats document");
+        let sums = checked_document(&text);
+        for (p, (pool, _)) in LOAD_POOLS.iter().enumerate() {
+            let most = sent[p].load(Ordering::SeqCst);
+            let (requests, responses) = sums[p];
+            assert!(
+                requests <= most && responses <= most,
+                "pool {pool}: {requests} requests and {responses} responses of {most} sent"
+            );
+            assert!(
+                requests >= last_json[p].0 && responses >= last_json[p].1,
+                "pool {pool} went back: {:?} then {:?}",
+                last_json[p],
+                sums[p]
+            );
+        }
+        last_json = sums;
+
+        let metrics = Metrics::scrape(metrics_port);
+        for (p, (pool, servers)) in LOAD_POOLS.iter().enumerate() {
+            let most = sent[p].load(Ordering::SeqCst) as f64;
+            let mut now = (0.0, 0.0);
+            for server in servers {
+                let labels = [("pool", *pool), ("server", *server)];
+                now.0 += metrics.get("walnut_server_requests_total", &labels);
+                now.1 += metrics.get("walnut_server_responses_total", &labels);
+            }
+            assert!(
+                now.0 <= most && now.1 <= most,
+                "pool {pool}: {now:?} of {most} sent"
+            );
+            assert!(
+                now.0 >= last_metrics[p].0 && now.1 >= last_metrics[p].1,
+                "pool {pool} went back: {:?} then {now:?}",
+                last_metrics[p]
+            );
+            last_metrics[p] = now;
+        }
+    }
+}
+
+/// One client's traffic: pipelined batches of sets then gets of fresh keys, every reply
+/// checked, until `done` (and at least [`LOAD_MIN_BATCHES`]); `sent` counts each request
+/// before it is written. Returns `(key index, request, reply)` for each request.
+fn load_client(client: usize, port: u16, sent: &AtomicU64, done: &AtomicBool) -> Vec<Exchange> {
+    let (proto, _) = load_pool(client);
+    let mut conn = Conn::connect(proto, port);
+    let mut out = Vec::new();
+    let mut batch = 0;
+    while batch < LOAD_MIN_BATCHES || !done.load(Ordering::SeqCst) {
+        let indexes = batch * LOAD_KEYS_PER_BATCH..(batch + 1) * LOAD_KEYS_PER_BATCH;
+        let mut frames: Vec<Exchange> = indexes
+            .clone()
+            .map(|i| {
+                let key = load_key(client, i);
+                (i, set_frame(proto, &key, &value_for(i)), stored(proto))
+            })
+            .collect();
+        frames.extend(indexes.map(|i| {
+            let key = load_key(client, i);
+            (
+                i,
+                get_frame(proto, &key),
+                value_reply(proto, &key, Some(&value_for(i))),
+            )
+        }));
+        let requests: Vec<Vec<u8>> = frames.iter().map(|(_, f, _)| f.clone()).collect();
+        sent.fetch_add(requests.len() as u64, Ordering::SeqCst);
+        let replies = conn.call_all(&requests);
+        for ((i, frame, expected), reply) in frames.into_iter().zip(replies) {
+            assert_eq!(
+                escape(&reply),
+                escape(&expected),
+                "client {client}: the reply to {}",
+                escape(&frame)
+            );
+            out.push((i, frame, reply));
+        }
+        batch += 1;
+    }
+    out
+}
+
+/// 32 threads read the stats port and scrape `/metrics` 50 times each while 4 clients pipeline
+/// sets and gets: every document is strict JSON with the documented keys, every exposition
+/// parses strictly, no counter goes back or runs ahead of the requests sent, every request
+/// gets its own reply, and the final per-server figures are exactly the requests sent, their
+/// replies and their bytes.
+#[test]
+fn many_concurrent_stats_and_metrics_readers_all_get_whole_documents_while_every_request_is_counted(
+) {
+    let redis = Backend::start_n(Proto::Redis, 2);
+    let memcached = Backend::start_n(Proto::Memcache, 2);
+    let (proxy, redis_port, memcached_port, metrics_port) = walnut_with_metrics(&redis, &memcached);
+    let stats_port = proxy.stats_port;
+    let sent = [AtomicU64::new(0), AtomicU64::new(0)];
+    let readers_done = AtomicBool::new(false);
+    let start = std::sync::Barrier::new(STATS_READERS + LOAD_CLIENTS);
+    let exchanges: Vec<Vec<Exchange>> = std::thread::scope(|scope| {
+        let (start, sent, readers_done) = (&start, &sent, &readers_done);
+        let clients: Vec<_> = (0..LOAD_CLIENTS)
+            .map(|client| {
+                scope.spawn(move || {
+                    let (proto, p) = load_pool(client);
+                    let port = match proto {
+                        Proto::Redis => redis_port,
+                        Proto::Memcache => memcached_port,
+                    };
+                    start.wait();
+                    load_client(client, port, &sent[p], readers_done)
+                })
+            })
+            .collect();
+        let readers: Vec<_> = (0..STATS_READERS)
+            .map(|_| {
+                scope.spawn(move || {
+                    start.wait();
+                    stats_reader(stats_port, metrics_port, sent);
+                })
+            })
+            .collect();
+        let read = readers.into_iter().map(|r| r.join()).collect::<Vec<_>>();
+        readers_done.store(true, Ordering::SeqCst);
+        let clients: Vec<_> = clients.into_iter().map(|c| c.join()).collect();
+        for result in read {
+            result.expect("a stats reader failed");
+        }
+        clients
+            .into_iter()
+            .map(|c| c.expect("a client failed"))
+            .collect()
+    });
+
+    let mut expected = Figures::new();
+    for (p, (pool, servers)) in LOAD_POOLS.iter().enumerate() {
+        let backends = if p == 0 { &redis } else { &memcached };
+        let mut traffic = [Traffic::default(); 2];
+        for (client, exchanged) in exchanges.iter().enumerate() {
+            if load_pool(client).1 != p {
+                continue;
+            }
+            let keys: Vec<String> = (0..exchanged.len() / 2)
+                .map(|i| load_key(client, i))
+                .collect();
+            let holders = holders(backends, &keys);
+            for (i, frame, reply) in exchanged {
+                traffic[holders[*i]].exchange(frame, reply);
+            }
+        }
+        assert_eq!(
+            traffic[0].requests + traffic[1].requests,
+            sent[p].load(Ordering::SeqCst),
+            "pool {pool}: every request sent was answered"
+        );
+        for (s, server) in servers.iter().enumerate() {
+            assert!(traffic[s].requests > 0, "{pool}/{server} got no key");
+            for (figure, value) in [
+                ("requests", traffic[s].requests),
+                ("request_bytes", traffic[s].request_bytes),
+                ("responses", traffic[s].responses),
+                ("response_bytes", traffic[s].response_bytes),
+                ("in_queue", 0),
+                ("in_queue_bytes", 0),
+                ("out_queue", 0),
+                ("out_queue_bytes", 0),
+                ("server_eof", 0),
+                ("server_err", 0),
+                ("server_timedout", 0),
+                ("server_connections", 1),
+            ] {
+                expected = expected.at(&format!("{pool}/{server}/{figure}"), value);
+            }
+        }
+        expected = expected
+            .at(&format!("{pool}/client_connections"), 0)
+            .at(
+                &format!("{pool}/client_eof"),
+                READINESS_CHECK + (LOAD_CLIENTS / 2) as u64,
+            )
+            .at(&format!("{pool}/client_err"), 0)
+            .at(&format!("{pool}/forward_error"), 0)
+            .at(&format!("{pool}/server_ejects"), 0);
+    }
+    let doc = wait_for(&proxy, &expected);
+    // And /metrics says the same.
+    let metrics = Metrics::scrape(metrics_port);
+    for (p, (pool, servers)) in LOAD_POOLS.iter().enumerate() {
+        for server in servers {
+            let labels = [("pool", *pool), ("server", *server)];
+            for (figure_name, metric) in SERVER_METRICS {
+                assert_eq!(
+                    metrics.get(metric, &labels),
+                    figure(&doc, &format!("{pool}/{server}/{figure_name}")).unwrap() as f64,
+                    "{metric} of {pool}/{server} against the JSON"
+                );
+            }
+            assert_eq!(
+                metrics.get("walnut_server_latency_seconds_count", &labels),
+                figure(&doc, &format!("{pool}/{server}/responses")).unwrap() as f64,
+                "{pool}/{server}: one latency sample per response"
+            );
+        }
+        assert_eq!(
+            metrics.get(
+                "walnut_pool_request_latency_seconds_count",
+                &[("pool", *pool)]
+            ),
+            sent[p].load(Ordering::SeqCst) as f64,
+            "pool {pool}: one latency sample per client request"
+        );
+    }
 }
