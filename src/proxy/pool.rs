@@ -297,8 +297,16 @@ async fn return_after_retry_timeout(pool: Weak<Pool>, server: Arc<Server>) {
         let Some(pool) = pool.upgrade() else { return };
         server.info.health.restore();
         pool.rebuild_router();
+        let reason = if config.health_probe {
+            "it answered its health probe".to_string()
+        } else {
+            format!(
+                "its retry time of {} ms passed (health_probe: false)",
+                config.server_retry_timeout_ms
+            )
+        };
         warn!(
-            "pool '{}': server '{}' is back in the continuum",
+            "pool '{}': server '{}' is back in the continuum: {reason}",
             config.name, server.info.name
         );
         return;

@@ -44,6 +44,41 @@ impl Process {
             .expect("signal process");
     }
 
+    /// Freezes the process (SIGSTOP) and returns once every one of its threads is stopped: the
+    /// signal alone returns before the kernel has stopped them, and a thread may still answer.
+    pub fn stop(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+        let deadline = Instant::now() + STARTUP_LIMIT;
+        while Instant::now() < deadline {
+            if self.all_threads_stopped() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!(
+            "{} (pid {}) did not stop after SIGSTOP",
+            self.name,
+            self.pid()
+        );
+    }
+
+    /// Whether every thread of the process is in the stopped state (`T`).
+    fn all_threads_stopped(&self) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return false;
+        };
+        tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The state follows the command name, which is in parentheses.
+                    let after = stat.rsplit_once(") ")?.1;
+                    after.chars().next()
+                })
+                .is_some_and(|state| state == 'T' || state == 't')
+        })
+    }
+
     /// Kills the process (SIGKILL) and reaps it.
     pub fn kill_now(&mut self) {
         let _ = self.child.kill();
@@ -213,7 +248,7 @@ impl RedisServer {
 
     /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
     pub fn pause(&self) {
-        self.process.signal(nix::sys::signal::Signal::SIGSTOP);
+        self.process.stop();
     }
 
     /// Thaws a paused server (SIGCONT).
@@ -292,7 +327,7 @@ impl MemcachedServer {
 
     /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
     pub fn pause(&self) {
-        self.process.signal(nix::sys::signal::Signal::SIGSTOP);
+        self.process.stop();
     }
 
     /// Thaws a paused server (SIGCONT).
@@ -367,6 +402,10 @@ impl ProxyProcess {
         let mut process = Process::spawn(label, &mut cmd);
         for addr in wait_on {
             wait_for_tcp(*addr, label, &mut process);
+        }
+        // The stats port opens after the pool listeners: tests read it right away.
+        if !wait_on.is_empty() {
+            wait_for_tcp(local(stats_port), label, &mut process);
         }
         ProxyProcess {
             process,
