@@ -9,7 +9,9 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, local, wait_for_tcp, Process, RedisServer, RespClient, TempDir, Value};
+use common::{
+    free_port, local, wait_for_tcp, Process, ProxyProcess, RedisServer, RespClient, TempDir, Value,
+};
 use walnut::stats::{describe_stats, Identity, Stats, StatsOptions};
 
 /// Masks every number value (`":<digits>`) and the `source` value.
@@ -145,4 +147,30 @@ fn layout_masks_only_values() {
         masked,
         "{\"service\":\"nutcracker\", \"source\":\"#\", \"uptime\":#, \"a:1\": {\"x\":#},\"127.0.0.1:1\": {}}\n"
     );
+}
+
+/// `service` and `version` say `nutcracker` and `0.5.0` by default, so existing parsers keep
+/// working; `--stats-identity walnut` makes them name walnut and its own version.
+#[test]
+fn the_stats_identity_is_nutcracker_by_default_and_walnut_on_request() {
+    let redis = RedisServer::start();
+    for (extra, service, version) in [
+        (&[][..], "nutcracker", "0.5.0"),
+        (
+            &["--stats-identity", "walnut"][..],
+            "walnut",
+            env!("CARGO_PKG_VERSION"),
+        ),
+    ] {
+        let port = free_port();
+        let config = format!(
+            "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n   - {}\n",
+            redis.server_line(1, None)
+        );
+        let walnut = ProxyProcess::walnut_with(&config, &[local(port)], extra);
+        let doc: serde_json::Value =
+            serde_json::from_str(&walnut.stats_json()).expect("the stats document is JSON");
+        assert_eq!(doc["service"], service, "{extra:?}");
+        assert_eq!(doc["version"], version, "{extra:?}");
+    }
 }
