@@ -50,10 +50,36 @@ fn lower_name(kind: SplitKind) -> &'static [u8] {
 
 fn put_bulk(out: &mut BytesMut, data: &[u8]) {
     out.put_u8(b'$');
-    out.extend_from_slice(data.len().to_string().as_bytes());
+    put_decimal(out, data.len());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `n` in decimal without allocating (a part is built for every key of a split).
+fn put_decimal(out: &mut BytesMut, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// The encoded size of a bulk string of `len` bytes (`$<len>\r\n<data>\r\n`).
+fn bulk_size(len: usize) -> usize {
+    let mut digits = 1;
+    let mut n = len;
+    while n >= 10 {
+        n /= 10;
+        digits += 1;
+    }
+    1 + digits + 2 + len + 2
 }
 
 /// Groups the keys of `req` by server and builds one part per server, in server order.
@@ -68,19 +94,29 @@ pub fn plan<E>(
 ) -> Result<SplitPlan, E> {
     let step = if kind == SplitKind::Mset { 2 } else { 1 };
     // One walk over the frame; `Request::arg(i)` walks from the start for i >= 3.
-    let args: Vec<&[u8]> = req.args().collect();
+    // Every vector is sized up front: growing them cost more than routing the keys.
+    let mut args: Vec<&[u8]> = Vec::with_capacity(req.argc());
+    args.extend(req.args());
     // (server, arg position) for every key, in request order.
-    let keys = (1..args.len())
-        .step_by(step)
-        .map(|position| Ok((server_of(args[position])?, position)))
-        .collect::<Result<Vec<(usize, usize)>, E>>()?;
+    let mut keys: Vec<(usize, usize)> = Vec::with_capacity(args.len() / step + 1);
+    for position in (1..args.len()).step_by(step) {
+        keys.push((server_of(args[position])?, position));
+    }
     let mut servers: Vec<usize> = keys.iter().map(|&(server, _)| server).collect();
     servers.sort_unstable();
     servers.dedup();
 
     let part_of = |server: usize| servers.binary_search(&server).unwrap_or(0);
-    let mut part_keys: Vec<Vec<usize>> = vec![Vec::new(); servers.len()];
-    let mut value_slots = Vec::new();
+    let mut per_part = vec![0usize; servers.len()];
+    for &(server, _) in &keys {
+        per_part[part_of(server)] += 1;
+    }
+    let mut part_keys: Vec<Vec<usize>> = per_part.iter().map(|&n| Vec::with_capacity(n)).collect();
+    let mut value_slots = Vec::with_capacity(if kind == SplitKind::Mget {
+        keys.len()
+    } else {
+        0
+    });
     for &(server, position) in &keys {
         let part = part_of(server);
         if kind == SplitKind::Mget {
@@ -95,9 +131,17 @@ pub fn plan<E>(
         .zip(&part_keys)
         .map(|(&server, positions)| {
             let argc = 1 + positions.len() * step;
-            let mut frame = BytesMut::new();
+            // Sized once: the part is written without growing.
+            let size = 24
+                + bulk_size(name.len())
+                + positions
+                    .iter()
+                    .flat_map(|&position| position..position + step)
+                    .map(|i| bulk_size(args.get(i).map_or(0, |a| a.len())))
+                    .sum::<usize>();
+            let mut frame = BytesMut::with_capacity(size);
             frame.put_u8(b'*');
-            frame.extend_from_slice(argc.to_string().as_bytes());
+            put_decimal(&mut frame, argc);
             frame.extend_from_slice(b"\r\n");
             put_bulk(&mut frame, name);
             for &position in positions {
@@ -264,7 +308,19 @@ fn header(data: &[u8], tag: u8) -> Option<(i64, &[u8])> {
     if rest.get(end + 1) != Some(&b'\n') || end > 20 {
         return None;
     }
-    let value = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    let text = &rest[..end];
+    let (negative, digits) = match text.strip_prefix(b"-") {
+        Some(digits) => (true, digits),
+        None => (false, text),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // At most 20 characters: an i128 holds any of them; the value must fit an i64.
+    let magnitude = digits
+        .iter()
+        .fold(0i128, |n, &d| n * 10 + i128::from(d - b'0'));
+    let value = i64::try_from(if negative { -magnitude } else { magnitude }).ok()?;
     Some((value, &rest[end + 2..]))
 }
 
