@@ -458,10 +458,25 @@ fn number(text: &[u8], signed: bool) -> Option<i64> {
         Some(b'-') if signed => &text[1..],
         _ => text,
     };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    let magnitude = i64::try_from(digits_value(digits)?).ok()?;
+    Some(if text.first() == Some(&b'-') {
+        -magnitude
+    } else {
+        magnitude
+    })
+}
+
+/// The value of a run of decimal digits, `None` if empty, not all digits, or over 64 bits.
+fn digits_value(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
         return None;
     }
-    std::str::from_utf8(text).ok()?.parse().ok()
+    digits.iter().try_fold(0u64, |n, &d| {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 fn parse_line(line: &[u8]) -> Line {
@@ -627,11 +642,7 @@ fn parse_line(line: &[u8]) -> Line {
 
 /// memcached's `safe_strtoull`: digits with an optional `+`, fits in 64 bits.
 fn unsigned_u64(text: &[u8]) -> Option<u64> {
-    let digits = text.strip_prefix(b"+").unwrap_or(text);
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    digits_value(text.strip_prefix(b"+").unwrap_or(text))
 }
 
 fn parse_retrieval(line: &[u8], mut request: Request) -> Line {
@@ -809,6 +820,18 @@ mod tests {
             answers(b"gat 0\r\ngats 0 \r\ngat\r\n"),
             vec![b"END\r\n".to_vec(), b"END\r\n".to_vec(), ERROR.to_vec()]
         );
+    }
+
+    #[test]
+    fn numbers_parse_like_memcacheds_strtol() {
+        assert_eq!(number(b"+12", false), Some(12));
+        assert_eq!(number(b"-12", true), Some(-12));
+        assert_eq!(number(b"-12", false), None);
+        assert_eq!(number(b"1x", true), None);
+        assert_eq!(number(b"", true), None);
+        assert_eq!(number(b"9223372036854775808", true), None);
+        assert_eq!(unsigned_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(unsigned_u64(b"18446744073709551616"), None);
     }
 
     #[test]
