@@ -136,6 +136,31 @@ impl ReplyDecoder {
         }
     }
 
+    /// Where the data block announced by `line` (its length is word `len_word`) ends, when it
+    /// has arrived; it starts at `start`.
+    fn data_block_end(
+        &self,
+        buf: &[u8],
+        line: &[u8],
+        len_word: usize,
+        start: usize,
+    ) -> Result<Option<usize>, ReplyError> {
+        let len = word(line, len_word)
+            .and_then(parse_len)
+            .ok_or_else(|| ReplyError::BadValueLine(shown(line)))?;
+        let end = start + len + 2;
+        if end > self.max_reply {
+            return Err(ReplyError::TooLong(self.max_reply));
+        }
+        if buf.len() < end {
+            return Ok(None);
+        }
+        if &buf[end - 2..end] != b"\r\n" {
+            return Err(ReplyError::BadDataBlock);
+        }
+        Ok(Some(end))
+    }
+
     /// Where the reply at the front of `buf` ends, once it is complete.
     fn reply_end(&mut self, buf: &[u8]) -> Result<Option<(usize, ReplyKind)>, ReplyError> {
         let mut at = self.resume_at;
@@ -155,20 +180,10 @@ impl ReplyDecoder {
             let in_values = at > 0;
             if line.starts_with(b"VALUE ") {
                 // VALUE <key> <flags> <bytes> [<cas>]
-                let len = word(line, 3)
-                    .and_then(parse_len)
-                    .ok_or_else(|| ReplyError::BadValueLine(shown(line)))?;
-                let end = after + len + 2;
-                if end > self.max_reply {
-                    return Err(ReplyError::TooLong(self.max_reply));
-                }
-                if buf.len() < end {
+                let Some(end) = self.data_block_end(buf, line, 3, after)? else {
                     self.resume_at = at;
                     return Ok(None);
-                }
-                if &buf[end - 2..end] != b"\r\n" {
-                    return Err(ReplyError::BadDataBlock);
-                }
+                };
                 at = end;
                 continue;
             }
@@ -181,20 +196,9 @@ impl ReplyDecoder {
                 };
             }
             if line.starts_with(b"VA ") {
-                let len = word(line, 1)
-                    .and_then(parse_len)
-                    .ok_or_else(|| ReplyError::BadValueLine(shown(line)))?;
-                let end = after + len + 2;
-                if end > self.max_reply {
-                    return Err(ReplyError::TooLong(self.max_reply));
-                }
-                if buf.len() < end {
-                    return Ok(None);
-                }
-                if &buf[end - 2..end] != b"\r\n" {
-                    return Err(ReplyError::BadDataBlock);
-                }
-                return Ok(Some((end, ReplyKind::Meta)));
+                return Ok(self
+                    .data_block_end(buf, line, 1, after)?
+                    .map(|end| (end, ReplyKind::Meta)));
             }
             return match line_kind(line) {
                 Some(kind) => Ok(Some((after, kind))),

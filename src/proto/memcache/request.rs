@@ -538,8 +538,15 @@ fn parse_line(line: &[u8]) -> Line {
     };
     let mut data_len = None;
     match command {
-        Command::Set | Command::Add | Command::Replace | Command::Append | Command::Prepend => {
-            if !(4..=5).contains(&count) {
+        Command::Set
+        | Command::Add
+        | Command::Replace
+        | Command::Append
+        | Command::Prepend
+        | Command::Cas => {
+            // <key> <flags> <exptime> <bytes> [<cas unique>] [noreply]
+            let fixed = if command == Command::Cas { 5 } else { 4 };
+            if !(fixed..=fixed + 1).contains(&count) {
                 return answer(ERROR);
             }
             if !valid_key(text(&args[0])) {
@@ -549,27 +556,11 @@ fn parse_line(line: &[u8]) -> Line {
             let flags = unsigned_u64(text(&args[1]));
             let exptime = number(text(&args[2]), true);
             let bytes = number(text(&args[3]), true);
+            let unique_ok = command != Command::Cas || unsigned_u64(text(&args[4])).is_some();
             match (flags, exptime, bytes) {
-                (Some(_), Some(_), Some(n)) if (0..=i32::MAX as i64 - 2).contains(&n) => {
-                    data_len = Some(n as usize)
-                }
-                _ => return hide(BAD_FORMAT),
-            }
-        }
-        Command::Cas => {
-            if !(5..=6).contains(&count) {
-                return answer(ERROR);
-            }
-            if !valid_key(text(&args[0])) {
-                return hide(BAD_FORMAT);
-            }
-            // Like memcached, any flags that fit 64 bits are accepted (it keeps 32).
-            let flags = unsigned_u64(text(&args[1]));
-            let exptime = number(text(&args[2]), true);
-            let bytes = number(text(&args[3]), true);
-            let unique = unsigned_u64(text(&args[4]));
-            match (flags, exptime, bytes, unique) {
-                (Some(_), Some(_), Some(n), Some(_)) if (0..=i32::MAX as i64 - 2).contains(&n) => {
+                (Some(_), Some(_), Some(n))
+                    if unique_ok && (0..=i32::MAX as i64 - 2).contains(&n) =>
+                {
                     data_len = Some(n as usize)
                 }
                 _ => return hide(BAD_FORMAT),
