@@ -9,6 +9,7 @@ pub mod error;
 pub mod health;
 pub mod listener;
 pub mod memcache_client;
+pub mod outbox;
 pub mod pool;
 pub mod redis_client;
 pub mod session;

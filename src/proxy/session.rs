@@ -18,6 +18,7 @@ use tracing::debug;
 
 use super::backend::{BackendRequest, ClientReply, ReplyTo};
 use super::error::BackendError;
+use super::outbox::Outbox;
 use super::pool::{Pool, PoolSnapshot, Server};
 use super::stream::Stream;
 use crate::config::EjectPolicy;
@@ -301,8 +302,8 @@ impl Core {
         slot.state = SlotState::Ready(ready);
     }
 
-    /// Moves the ready replies at the front of the order into the output buffer.
-    fn move_ready_replies(&mut self, out: &mut BytesMut) {
+    /// Moves the ready replies at the front of the order into the outbox.
+    fn move_ready_replies(&mut self, out: &mut Outbox) {
         let mut now = None;
         while let Some(Slot {
             state: SlotState::Ready(_),
@@ -315,7 +316,7 @@ impl Core {
             }) = self.slots.pop_front()
             {
                 self.ready_bytes -= reply.len();
-                out.extend_from_slice(&reply);
+                out.push(reply);
                 let now = *now.get_or_insert_with(Instant::now);
                 self.stats
                     .request_latency
@@ -395,7 +396,7 @@ pub async fn serve_client<P: Protocol>(
     let (mut reader, mut writer) = stream.split();
     // Buffers grow on first use: an idle client holds none.
     let mut input = BytesMut::new();
-    let mut out = BytesMut::new();
+    let mut out = Outbox::default();
     if *shutdown.borrow() {
         core.closing = Some(Closing::Drain);
     }
@@ -429,7 +430,7 @@ pub async fn serve_client<P: Protocol>(
                     core.accept_reply(reply);
                 }
             }
-            written = writer.write_buf(&mut out), if !out.is_empty() => {
+            written = out.write_to(&mut writer), if !out.is_empty() => {
                 if let Err(e) = written {
                     debug!(client = id, "client write failed: {e}");
                     failed = true;
