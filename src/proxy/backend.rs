@@ -426,7 +426,9 @@ async fn serve(
                     break err;
                 }
                 if input.capacity() - input.len() < READ_CHUNK / 4 {
-                    input.reserve(READ_CHUNK);
+                    // Doubling with what is buffered: a large frame arriving in pieces is not copied
+                    // again on every read.
+                    input.reserve(READ_CHUNK.max(input.len()));
                 }
             }
             written = write_some(&mut writer, &pipe.unwritten, pipe.front_written), if !pipe.unwritten.is_empty() => {

@@ -452,7 +452,9 @@ pub async fn serve_client<P: Protocol>(
                     }
                 }
                 if input.capacity() - input.len() < READ_CHUNK / 4 {
-                    input.reserve(READ_CHUNK);
+                    // Doubling with what is buffered: a large frame arriving in pieces is not copied
+                    // again on every read.
+                    input.reserve(READ_CHUNK.max(input.len()));
                 }
             }
         }
