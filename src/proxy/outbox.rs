@@ -109,7 +109,10 @@ mod tests {
         assert_eq!(out.len(), 5 + 4 + ZERO_COPY_MIN + 7);
         out.seal_staging();
         let frames: Vec<&[u8]> = out.frames.iter().map(|f| &f[..]).collect();
-        assert_eq!(frames, vec![&b"+OK\r\n:1\r\n"[..], &large[..], b"+PONG\r\n"]);
+        assert_eq!(
+            frames,
+            vec![&b"+OK\r\n:1\r\n"[..], &large[..], b"+PONG\r\n"]
+        );
         // The large reply shares its buffer: no copy.
         assert_eq!(out.frames[1].as_ptr(), large.as_ptr());
     }
