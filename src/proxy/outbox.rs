@@ -6,9 +6,10 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::pin::Pin;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncWrite;
 
 use super::stream::WriteHalf;
 
@@ -62,15 +63,19 @@ impl Outbox {
     /// One vectored write of what is queued; returns the bytes written.
     pub async fn write_to(&mut self, writer: &mut WriteHalf<'_>) -> std::io::Result<usize> {
         self.seal_staging();
-        let written = {
+        let frames = &self.frames;
+        // The iovec array lives only inside each poll: kept across the await, it would make
+        // every idle client's task a kilobyte larger.
+        let written = std::future::poll_fn(|cx| {
             let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
-            for frame in self.frames.iter().take(MAX_IOVECS) {
+            for frame in frames.iter().take(MAX_IOVECS) {
                 slices[count] = IoSlice::new(frame);
                 count += 1;
             }
-            writer.write_vectored(&slices[..count]).await?
-        };
+            Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..count])
+        })
+        .await?;
         self.advance(written);
         Ok(written)
     }
