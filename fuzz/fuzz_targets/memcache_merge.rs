@@ -11,20 +11,30 @@ use walnut::proto::memcache::merge;
 use walnut::proto::memcache::reply::value_blocks;
 use walnut::proto::memcache::request::{Decoded, RequestDecoder};
 
-const REQUESTS: [&[u8]; 3] = [b"get a b c a\r\n", b"gets a bb ccc\r\n", b"gat 10 a b c d\r\n"];
+const REQUESTS: [&[u8]; 3] = [
+    b"get a b c a\r\n",
+    b"gets a bb ccc\r\n",
+    b"gat 10 a b c d\r\n",
+];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, rest)) = data.split_first() else { return };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
     let mut buf = BytesMut::from(REQUESTS[usize::from(selector) % REQUESTS.len()]);
     let Ok(Some(Decoded::Request(request))) = RequestDecoder::default().decode(&mut buf) else {
         panic!("the fixed request decodes");
     };
     let servers = 1 + usize::from(selector >> 4) % 3;
-    let mut plan =
-        merge::plan(&request, |key| Ok::<_, ()>(usize::from(key[0]) % servers)).unwrap();
+    let mut plan = merge::plan(&request, |key| Ok::<_, ()>(usize::from(key[0]) % servers)).unwrap();
     let parts = plan.parts.len();
     let chunk = rest.len() / parts.max(1) + 1;
-    for (part, bytes) in rest.chunks(chunk).chain(std::iter::repeat(&[][..])).take(parts).enumerate() {
+    for (part, bytes) in rest
+        .chunks(chunk)
+        .chain(std::iter::repeat(&[][..]))
+        .take(parts)
+        .enumerate()
+    {
         let reply = if bytes.first() == Some(&0xff) {
             Err(String::from_utf8_lossy(&bytes[1..]).into_owned())
         } else {

@@ -21,7 +21,9 @@ const KINDS: [SplitKind; 6] = [
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, rest)) = data.split_first() else { return };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
     let kind = KINDS[usize::from(selector) % KINDS.len()];
     let request: &[u8] = if kind == SplitKind::Mset {
         b"*7\r\n$4\r\nMSET\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n$1\r\n2\r\n$1\r\nc\r\n$1\r\n3\r\n"
@@ -29,12 +31,23 @@ fuzz_target!(|data: &[u8]| {
         b"*5\r\n$4\r\nMGET\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$1\r\na\r\n"
     };
     let mut buf = BytesMut::from(request);
-    let request = RequestDecoder::new(Limits::default()).decode(&mut buf).unwrap().unwrap();
+    let request = RequestDecoder::new(Limits::default())
+        .decode(&mut buf)
+        .unwrap()
+        .unwrap();
     let servers = 1 + usize::from(selector >> 4) % 3;
-    let mut plan = split::plan(kind, &request, |key| Ok::<_, ()>(usize::from(key[0]) % servers)).unwrap();
+    let mut plan = split::plan(kind, &request, |key| {
+        Ok::<_, ()>(usize::from(key[0]) % servers)
+    })
+    .unwrap();
     let parts = plan.merge.parts();
     let chunk = rest.len() / parts.max(1) + 1;
-    for (part, bytes) in rest.chunks(chunk).chain(std::iter::repeat(&[][..])).take(parts).enumerate() {
+    for (part, bytes) in rest
+        .chunks(chunk)
+        .chain(std::iter::repeat(&[][..]))
+        .take(parts)
+        .enumerate()
+    {
         let reply = if bytes.first() == Some(&0xff) {
             Err(String::from_utf8_lossy(&bytes[1..]).into_owned())
         } else {

@@ -9,20 +9,7 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use walnut::proto::redis::reply::{ProtocolError, Reply, ReplyDecoder, ReplyKind};
-
-struct Chunker(u64);
-
-impl Chunker {
-    fn next(&mut self, left: usize) -> usize {
-        let mut x = self.0 | 1;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        1 + (r % left as u64) as usize % (1 + (r >> 32) as usize % 64)
-    }
-}
+use walnut_fuzz::Chunker;
 
 fn whole(max: usize, input: &[u8]) -> (Vec<Reply>, Result<(), ProtocolError>) {
     let mut d = ReplyDecoder::new(max);
