@@ -144,8 +144,13 @@ pub fn free_port() -> u16 {
 pub fn wait_for_tcp(addr: SocketAddr, what: &str, process: &mut Process) {
     let deadline = Instant::now() + STARTUP_LIMIT;
     while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return;
+        if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            // On loopback a connect to a port in the ephemeral range can connect to itself
+            // (simultaneous open) while nothing listens: that is not the server.
+            let to_itself = stream.local_addr().ok() == stream.peer_addr().ok();
+            if !to_itself {
+                return;
+            }
         }
         if let Some(status) = process.try_exit() {
             panic!("{what} exited during startup: {status}");
