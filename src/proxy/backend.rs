@@ -466,6 +466,10 @@ async fn write_some(
     unwritten: &VecDeque<(Bytes, bool)>,
     front_written: usize,
 ) -> std::io::Result<usize> {
+    if let Some((frame, _)) = unwritten.front().filter(|_| unwritten.len() == 1) {
+        // The common case at low load, one frame, needs no iovec array.
+        return writer.write(&frame[front_written..]).await;
+    }
     let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
     let mut count = 0;
     for (i, (frame, _)) in unwritten.iter().take(MAX_IOVECS).enumerate() {

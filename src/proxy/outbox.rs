@@ -67,6 +67,10 @@ impl Outbox {
         // The iovec array lives only inside each poll: kept across the await, it would make
         // every idle client's task a kilobyte larger.
         let written = std::future::poll_fn(|cx| {
+            // The common case, one buffer, needs no iovec array.
+            if let (1, Some(only)) = (frames.len(), frames.front()) {
+                return Pin::new(&mut *writer).poll_write(cx, only);
+            }
             let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
             for frame in frames.iter().take(MAX_IOVECS) {
