@@ -355,7 +355,7 @@ impl RequestDecoder {
                     buf.advance(line_len);
                     self.scanned = 0;
                     self.swallow = block;
-                    let answer = if parsed.noreply.is_some() {
+                    let answer = if parsed.request.noreply() {
                         Bytes::new()
                     } else {
                         Bytes::from_static(TOO_LARGE)
@@ -376,7 +376,8 @@ impl RequestDecoder {
                 if block > 0 && &frame[total - 2..] != b"\r\n" {
                     // memcached consumed the declared length and answers; meta set always
                     // shows the error, other commands hide it under noreply.
-                    let hidden = parsed.noreply.is_some() && parsed.command != Command::MetaSet;
+                    let hidden =
+                        parsed.request.noreply() && parsed.request.command != Command::MetaSet;
                     let answer = if hidden {
                         Bytes::new()
                     } else {
@@ -398,11 +399,10 @@ enum Line {
 }
 
 struct Parsed {
+    /// The request without its frame, which is cut once the data block has arrived.
     request: Request,
-    command: Command,
     /// The declared data block length of a storage command.
     data_len: Option<usize>,
-    noreply: Option<Range<usize>>,
 }
 
 /// The positions of the space-separated tokens of `line` from `from` on.
@@ -622,13 +622,8 @@ fn parse_line(line: &[u8]) -> Line {
             request.key = first.clone();
         }
     }
-    request.noreply = noreply.clone();
-    Line::Request(Parsed {
-        request,
-        command,
-        data_len,
-        noreply,
-    })
+    request.noreply = noreply;
+    Line::Request(Parsed { request, data_len })
 }
 
 /// memcached's `safe_strtoull`: digits with an optional `+`, fits in 64 bits.
@@ -657,12 +652,9 @@ fn parse_retrieval(line: &[u8], mut request: Request) -> Line {
         return answer(BAD_FORMAT);
     }
     request.key = first;
-    let command = request.command;
     Line::Request(Parsed {
         request,
-        command,
         data_len: None,
-        noreply: None,
     })
 }
 
@@ -702,12 +694,7 @@ fn parse_meta(line: &[u8], mut request: Request, args: &[Range<usize>]) -> Line 
         return answer(BAD_FORMAT);
     }
     request.key = key.clone();
-    Line::Request(Parsed {
-        request,
-        command,
-        data_len,
-        noreply: None,
-    })
+    Line::Request(Parsed { request, data_len })
 }
 
 /// Standard base64 with padding, as memcached's meta `b` flag uses.
