@@ -9,11 +9,10 @@
 //! was queued until its reply arrives.
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::sync::{Arc, Weak};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -31,8 +30,6 @@ use crate::stats::{ConnectionStats, ServerStats};
 /// Requests taken off the queue and not yet answered, per connection; beyond this the
 /// connection stops taking more, and the queue holds them.
 const MAX_IN_FLIGHT: usize = 16 * 1024;
-/// Frames handed to one vectored write.
-const MAX_IOVECS: usize = 64;
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Where a reply goes: the client's reply channel and the request's place in its order.
@@ -460,24 +457,17 @@ async fn serve(
     Some(Closed { err: failure, eof })
 }
 
-/// One vectored write of up to [`MAX_IOVECS`] pending frames.
+/// One vectored write of the pending frames, the first one from `front_written` on.
 async fn write_some(
     writer: &mut super::stream::WriteHalf<'_>,
     unwritten: &VecDeque<(Bytes, bool)>,
     front_written: usize,
 ) -> std::io::Result<usize> {
-    if let Some((frame, _)) = unwritten.front().filter(|_| unwritten.len() == 1) {
-        // The common case at low load, one frame, needs no iovec array.
-        return writer.write(&frame[front_written..]).await;
-    }
-    let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
-    let mut count = 0;
-    for (i, (frame, _)) in unwritten.iter().take(MAX_IOVECS).enumerate() {
+    let frames = unwritten.iter().enumerate().map(move |(i, (frame, _))| {
         let start = if i == 0 { front_written } else { 0 };
-        slices[count] = IoSlice::new(&frame[start..]);
-        count += 1;
-    }
-    writer.write_vectored(&slices[..count]).await
+        &frame[start..]
+    });
+    super::stream::write_buffers(writer, frames).await
 }
 
 /// A decoded reply, as the connection needs to see it.

@@ -5,18 +5,13 @@
 //! buffer, and written from there: a 1 MB value is not copied again on its way out.
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
-use std::pin::Pin;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncWrite;
 
-use super::stream::WriteHalf;
+use super::stream::{write_buffers, WriteHalf};
 
 /// Replies at least this large are written from their own buffer, without a copy.
 const ZERO_COPY_MIN: usize = 16 * 1024;
-/// Buffers handed to one vectored write.
-const MAX_IOVECS: usize = 64;
 
 /// Replies waiting to be written, oldest first.
 #[derive(Debug, Default)]
@@ -63,23 +58,7 @@ impl Outbox {
     /// One vectored write of what is queued; returns the bytes written.
     pub async fn write_to(&mut self, writer: &mut WriteHalf<'_>) -> std::io::Result<usize> {
         self.seal_staging();
-        let frames = &self.frames;
-        // The iovec array lives only inside each poll: kept across the await, it would make
-        // every idle client's task a kilobyte larger.
-        let written = std::future::poll_fn(|cx| {
-            // The common case, one buffer, needs no iovec array.
-            if let (1, Some(only)) = (frames.len(), frames.front()) {
-                return Pin::new(&mut *writer).poll_write(cx, only);
-            }
-            let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for frame in frames.iter().take(MAX_IOVECS) {
-                slices[count] = IoSlice::new(frame);
-                count += 1;
-            }
-            Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..count])
-        })
-        .await?;
+        let written = write_buffers(writer, self.frames.iter().map(|f| &f[..])).await?;
         self.advance(written);
         Ok(written)
     }

@@ -1,6 +1,6 @@
 //! A TCP or unix-socket stream, split into borrowed halves without a lock.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -95,4 +95,35 @@ impl AsyncWrite for WriteHalf<'_> {
             WriteHalf::Unix(w) => Pin::new(w).poll_shutdown(cx),
         }
     }
+}
+
+/// Buffers handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+
+/// One write of `buffers` (the first [`MAX_IOVECS`] of them) in order; returns the bytes
+/// written. The iovec array lives only inside each poll, so a task waiting here does not carry
+/// it; a single buffer needs none.
+pub async fn write_buffers<'b, I>(writer: &mut WriteHalf<'_>, buffers: I) -> io::Result<usize>
+where
+    I: Iterator<Item = &'b [u8]> + Clone,
+{
+    std::future::poll_fn(|cx| {
+        let mut rest = buffers.clone();
+        let Some(first) = rest.next() else {
+            return Poll::Ready(Ok(0));
+        };
+        let Some(second) = rest.next() else {
+            return Pin::new(&mut *writer).poll_write(cx, first);
+        };
+        let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
+        slices[0] = IoSlice::new(first);
+        slices[1] = IoSlice::new(second);
+        let mut count = 2;
+        for buffer in rest.take(MAX_IOVECS - 2) {
+            slices[count] = IoSlice::new(buffer);
+            count += 1;
+        }
+        Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..count])
+    })
+    .await
 }
