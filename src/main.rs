@@ -133,21 +133,16 @@ fn run(
         std::process::id()
     );
     apply_client_limit(&config);
-    let threads = options.threads.unwrap_or_else(|| {
+    // The flag wins over the file's `walnut: threads:`.
+    let threads = options.threads.or(config.threads).unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
     });
     loga!("data-plane threads: {threads}");
-    // One thread: a plain event loop, without the work-stealing scheduler's bookkeeping.
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(threads);
-        builder
-    };
-    let runtime = builder
+    // One event loop per thread, each a plain single-threaded runtime: this thread's is worker
+    // 0 (it also serves signals, stats and accepting), `proxy::workers` starts the others.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
@@ -156,6 +151,7 @@ fn run(
         // Handlers first: a signal that arrives once the listeners are open must not find its
         // default action (SIGHUP, SIGUSR1 and SIGTTIN would stop or kill the process).
         let signals = Signals::install()?;
+        walnut::proxy::workers::start(threads).context("starting the worker threads")?;
         let stats = walnut::stats::Stats::new(
             walnut::stats::StatsOptions {
                 identity: walnut::stats::Identity::parse(&options.stats_identity)

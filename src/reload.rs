@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config;
 use crate::proxy::{Proxy, ReloadSummary};
@@ -31,6 +31,12 @@ pub fn reload_from_file(proxy: &mut Proxy, path: &Path) -> Option<ReloadSummary>
             return None;
         }
     };
+    let running = crate::proxy::workers::count();
+    if let Some(wanted) = config.threads.filter(|&t| t != running) {
+        warn!(
+            "reload: threads: {wanted} takes effect only on a restart (running {running} threads; --threads, when given, wins over the file)"
+        );
+    }
     match proxy.reload(config) {
         Ok(summary) => {
             RELOADS.inc();

@@ -112,6 +112,39 @@ fn test_conf_reports_ok_or_every_problem() {
     )));
 }
 
+#[test]
+fn test_conf_checks_walnut_settings() {
+    let dir = TempDir::new("cli-t-walnut");
+    let pool = "alpha:\n  listen: 127.0.0.1:22121\n  servers:\n   - 127.0.0.1:6379:1\n";
+
+    let good = dir.file("good.yml");
+    std::fs::write(&good, format!("walnut:\n  threads: 2\n{pool}")).unwrap();
+    let out = walnut(&["-t", "-c", good.to_str().unwrap()]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "walnut: configuration file '{}' syntax is ok\n",
+            good.display()
+        )
+    );
+
+    let bad = dir.file("bad.yml");
+    std::fs::write(&bad, format!("walnut:\n  threads: 0\n{pool}")).unwrap();
+    let out = walnut(&["-t", "-c", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("conf: walnut setting \"threads\" is not a number from 1 to 1024: \"0\"\n"),
+        "{stderr}"
+    );
+    assert!(stderr.ends_with(&format!(
+        "walnut: configuration file '{}' syntax is invalid\n",
+        bad.display()
+    )));
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {

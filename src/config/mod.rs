@@ -10,6 +10,7 @@ mod listen;
 mod num;
 mod pool;
 mod server;
+mod settings;
 mod text;
 mod validate;
 mod yaml;
@@ -23,6 +24,9 @@ use crate::hash::HashKind;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub pools: Vec<PoolConfig>,
+    /// walnut: `threads: N` under the reserved top-level key `walnut:` (not a pool), the
+    /// number of data-plane threads (1..=1024); `None` when not set.
+    pub threads: Option<usize>,
 }
 
 /// Where a pool listens.
@@ -128,6 +132,7 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
     let file = text::one_line(file_name);
     let raw = yaml::read(text, &file).map_err(ConfigErrors)?;
     let mut errs = Vec::new();
+    let settings = settings::build(&raw.settings, &file, &mut errs);
     let drafts: Vec<pool::PoolDraft> = raw
         .pools
         .iter()
@@ -135,7 +140,10 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigErrors> {
         .collect();
     let pools = validate::finish(drafts, &file, &mut errs);
     if errs.is_empty() {
-        Ok(Config { pools })
+        Ok(Config {
+            pools,
+            threads: settings.threads,
+        })
     } else {
         Err(ConfigErrors(errs))
     }

@@ -99,6 +99,11 @@ const DISTRIBUTIONS: [(&str, DistributionKind); 3] = [
     ("random", DistributionKind::Random),
 ];
 
+/// True when `name` is a pool directive (case-sensitive).
+pub(crate) fn is_directive(name: &str) -> bool {
+    lookup(&DIRECTIVES, name).is_some()
+}
+
 fn lookup<T: Copy>(table: &[(&str, T)], name: &str) -> Option<T> {
     table.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
 }

@@ -369,3 +369,166 @@ fn messages_are_single_lines() {
         [r#"conf: pool 'a': directive "hash" is not a valid hash: "md5\nx\n""#]
     );
 }
+
+const ALPHA: &str = "alpha:\n  listen: 127.0.0.1:22121\n  servers:\n   - 127.0.0.1:6379:1\n";
+
+#[test]
+fn walnut_settings_threads() {
+    let c = ok(&format!("walnut:\n  threads: 4\n{ALPHA}"));
+    assert_eq!(c.threads, Some(4));
+    // The key may come after the pools; bounds are inclusive; leading zeros, as in pools.
+    let c = ok(&format!("{ALPHA}walnut:\n  threads: 1024\n"));
+    assert_eq!(c.threads, Some(1024));
+    assert_eq!(
+        ok(&format!("walnut:\n  threads: 001\n{ALPHA}")).threads,
+        Some(1)
+    );
+    // A quoted value is the same scalar.
+    assert_eq!(
+        ok(&format!("walnut:\n  threads: \"2\"\n{ALPHA}")).threads,
+        Some(2)
+    );
+}
+
+#[test]
+fn walnut_settings_absent_is_none() {
+    assert_eq!(ok(ALPHA).threads, None);
+    assert_eq!(ok(REALISTIC).threads, None);
+}
+
+#[test]
+fn walnut_key_is_not_a_pool() {
+    let c = ok(&format!("walnut:\n  threads: 2\n{ALPHA}beta:\n  listen: 127.0.0.1:22122\n  servers:\n   - 127.0.0.1:6379:1\n"));
+    let names: Vec<&str> = c.pools.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["beta", "alpha"]);
+    assert_eq!(c.threads, Some(2));
+    // With no pool at all, the file has no pools, as it would without the key.
+    assert_eq!(
+        errors("walnut:\n  threads: 2\n"),
+        ["conf: 't.yml' has no pools"]
+    );
+    // Only the exact, lowercase key is reserved: `Walnut` is a pool.
+    let c = ok("Walnut:\n  listen: 127.0.0.1:22121\n  servers:\n   - 127.0.0.1:6379:1\n");
+    assert_eq!(c.pools[0].name, "Walnut");
+    assert_eq!(c.threads, None);
+}
+
+#[test]
+fn walnut_settings_bad_threads() {
+    for (value, shown) in [
+        ("0", r#""0""#),
+        ("1025", r#""1025""#),
+        ("-1", r#""-1""#),
+        ("+4", r#""+4""#),
+        ("four", r#""four""#),
+        ("4.0", r#""4.0""#),
+        ("99999999999", r#""99999999999""#),
+    ] {
+        assert_eq!(
+            errors(&format!("walnut:\n  threads: {value}\n{ALPHA}")),
+            [format!(
+                "conf: walnut setting \"threads\" is not a number from 1 to 1024: {shown}"
+            )],
+            "{value}"
+        );
+    }
+    assert_eq!(
+        errors(&format!("walnut:\n  threads:\n{ALPHA}")),
+        [r#"conf: walnut setting "threads" has no value"#]
+    );
+    assert_eq!(
+        errors(&format!("walnut:\n  threads:\n   - 4\n{ALPHA}")),
+        [r#"conf: walnut setting "threads" must be a scalar, not a sequence"#]
+    );
+    assert_eq!(
+        errors(&format!("walnut:\n  threads: 4\n  threads: 8\n{ALPHA}")),
+        [r#"conf: walnut setting "threads" is a duplicate: "8""#]
+    );
+}
+
+#[test]
+fn walnut_settings_unknown_key() {
+    assert_eq!(
+        errors(&format!("walnut:\n  workers: 4\n  Threads: 4\n{ALPHA}")),
+        [
+            r#"conf: walnut setting "workers" is unknown (known settings: "threads")"#,
+            r#"conf: walnut setting "Threads" is unknown (known settings: "threads")"#,
+        ]
+    );
+}
+
+#[test]
+fn walnut_settings_must_be_a_mapping() {
+    assert_eq!(
+        errors(&format!("walnut: 4\n{ALPHA}")),
+        [
+            r#"conf: 't.yml' top-level key "walnut" must be a mapping of walnut settings, not a scalar (line 1, column 9)"#
+        ]
+    );
+    assert_eq!(
+        errors(&format!("walnut:\n{ALPHA}")),
+        [
+            r#"conf: 't.yml' top-level key "walnut" must be a mapping of walnut settings, not an empty value (line 1, column 7)"#
+        ]
+    );
+    assert_eq!(
+        errors(&format!("walnut:\n  - threads: 4\n{ALPHA}")),
+        [
+            r#"conf: 't.yml' top-level key "walnut" must be a mapping of walnut settings, not a sequence (line 2, column 3)"#
+        ]
+    );
+    // Block YAML only, as everywhere in the file.
+    assert_eq!(
+        errors(&format!("walnut: {{threads: 4}}\n{ALPHA}")),
+        ["conf: 't.yml' flow mapping start token (12) is disallowed (line 1, column 9)"]
+    );
+    assert_eq!(
+        errors(&format!("walnut:\n  ? - a\n  : 4\n{ALPHA}")),
+        [
+            r#"conf: 't.yml' top-level key "walnut" has a sequence where a setting name is expected (line 2, column 5)"#
+        ]
+    );
+}
+
+#[test]
+fn walnut_settings_given_twice() {
+    assert_eq!(
+        errors(&format!(
+            "walnut:\n  threads: 2\n{ALPHA}walnut:\n  threads: 0\n"
+        )),
+        [
+            r#"conf: walnut setting "threads" is not a number from 1 to 1024: "0""#,
+            r#"conf: 't.yml' has top-level key "walnut" more than once"#,
+        ]
+    );
+}
+
+#[test]
+fn a_pool_cannot_be_named_walnut() {
+    assert_eq!(
+        errors(&format!(
+            "walnut:\n  listen: 127.0.0.1:22122\n  hash: md5\n  threads: 2\n  servers:\n   - 127.0.0.1:6379:1\n{ALPHA}"
+        )),
+        [r#"conf: 't.yml' has a pool named 'walnut' (pool directives "listen", "hash", "servers"): the top-level key "walnut" is reserved for walnut's own settings, so a pool cannot be named 'walnut' (rename the pool)"#]
+    );
+    // The only pool: the same message, and then no pools are left.
+    assert_eq!(
+        errors("walnut:\n  listen: 127.0.0.1:22121\n  servers:\n   - 127.0.0.1:6379:1\n"),
+        [
+            r#"conf: 't.yml' has a pool named 'walnut' (pool directives "listen", "servers"): the top-level key "walnut" is reserved for walnut's own settings, so a pool cannot be named 'walnut' (rename the pool)"#,
+            "conf: 't.yml' has no pools",
+        ]
+    );
+}
+
+#[test]
+fn walnut_settings_errors_are_collected_with_pool_errors() {
+    assert_eq!(
+        errors("walnut:\n  threads: 0\n  colour: red\nalpha:\n  listen: 127.0.0.1:22121\n  hash: sha1\n  servers:\n   - 127.0.0.1:6379:1\n"),
+        [
+            r#"conf: walnut setting "threads" is not a number from 1 to 1024: "0""#,
+            r#"conf: walnut setting "colour" is unknown (known settings: "threads")"#,
+            r#"conf: pool 'alpha': directive "hash" is not a valid hash: "sha1""#,
+        ]
+    );
+}

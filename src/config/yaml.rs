@@ -2,6 +2,8 @@
 //! (one document; no directives, explicit markers, flow collections, anchors, aliases or
 //! tags; the `pool: {key: scalar, ..., one block sequence}` shape) and yields a raw model
 //! that keeps key order and duplicates. Values are not interpreted here.
+//!
+//! walnut: the top-level key `walnut` is not a pool but a mapping of walnut's own settings.
 
 use saphyr_parser::{Event, Parser, Span};
 
@@ -38,10 +40,36 @@ pub(crate) struct RawPool {
     pub entries: Vec<RawEntry>,
 }
 
+/// The value of one walnut setting: a scalar, or what else it was (for messages).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RawSettingValue {
+    Scalar(Scalar),
+    /// "a sequence", "a mapping", ...
+    Other(&'static str),
+}
+
+/// One `key: value` of the `walnut:` mapping, in file order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RawSetting {
+    pub key: Scalar,
+    pub value: RawSettingValue,
+}
+
+/// One top-level `walnut:` mapping (walnut's own settings), entries in file order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RawSettings {
+    pub entries: Vec<RawSetting>,
+}
+
+/// The reserved top-level key of walnut's own settings.
+pub(crate) const SETTINGS_KEY: &str = "walnut";
+
 /// The whole document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct RawDoc {
     pub pools: Vec<RawPool>,
+    /// Every top-level `walnut:` mapping, in file order (more than one is an error).
+    pub settings: Vec<RawSettings>,
 }
 
 type Events<'a> = Vec<(Event<'a>, Span)>;
@@ -284,13 +312,16 @@ impl Walker<'_, '_> {
     }
 
     fn document(&mut self) -> RawDoc {
-        let mut pools = Vec::new();
+        let mut doc = RawDoc {
+            pools: Vec::new(),
+            settings: Vec::new(),
+        };
         let Some(start) = self
             .ev
             .iter()
             .position(|(e, _)| matches!(e, Event::DocumentStart(_)))
         else {
-            return RawDoc { pools };
+            return doc;
         };
         let root = start + 1;
         match self.event(root) {
@@ -301,7 +332,7 @@ impl Walker<'_, '_> {
                     "has sequence at depth 0 instead of 2",
                     "the top level must be a mapping of pool names, not a sequence",
                 );
-                return RawDoc { pools };
+                return doc;
             }
             _ => {
                 let why = format!(
@@ -309,7 +340,7 @@ impl Walker<'_, '_> {
                     self.kind(root)
                 );
                 self.error(root, "has invalid empty \"key:\" at depth 0", &why);
-                return RawDoc { pools };
+                return doc;
             }
         }
 
@@ -335,8 +366,14 @@ impl Walker<'_, '_> {
                 }
             };
             let Some(name) = name else { continue };
+            if name.text == SETTINGS_KEY {
+                if let Some(settings) = self.settings(value) {
+                    doc.settings.push(settings);
+                }
+                continue;
+            }
             match self.event(value) {
-                Some(Event::MappingStart(..)) => pools.push(self.pool(name, key, value)),
+                Some(Event::MappingStart(..)) => doc.pools.push(self.pool(name, key, value)),
                 Some(Event::SequenceStart(..)) => {
                     let why = format!(
                         "pool '{}' must be a mapping of directives, not a sequence",
@@ -354,7 +391,45 @@ impl Walker<'_, '_> {
                 }
             }
         }
-        RawDoc { pools }
+        doc
+    }
+
+    /// The value of the top-level `walnut:` key, at `start`: a mapping of settings whose
+    /// names are scalars. Values are kept whatever they are; they are checked later.
+    fn settings(&mut self, start: usize) -> Option<RawSettings> {
+        if !matches!(self.event(start), Some(Event::MappingStart(..))) {
+            let msg = format!(
+                "conf: '{}' top-level key \"{SETTINGS_KEY}\" must be a mapping of walnut settings, not {} {}",
+                self.file,
+                self.kind(start),
+                self.pos(start)
+            );
+            self.errs.push(ConfigError(msg));
+            return None;
+        }
+        let mut entries = Vec::new();
+        let mut i = start + 1;
+        while !self.at_end(i) {
+            let key_at = i;
+            let value_at = self.skip(key_at);
+            i = self.skip(value_at);
+            let Some(key) = self.scalar(key_at) else {
+                let msg = format!(
+                    "conf: '{}' top-level key \"{SETTINGS_KEY}\" has {} where a setting name is expected {}",
+                    self.file,
+                    self.kind(key_at),
+                    self.pos(key_at)
+                );
+                self.errs.push(ConfigError(msg));
+                continue;
+            };
+            let value = match self.scalar(value_at) {
+                Some(value) => RawSettingValue::Scalar(value),
+                None => RawSettingValue::Other(self.kind(value_at)),
+            };
+            entries.push(RawSetting { key, value });
+        }
+        Some(RawSettings { entries })
     }
 
     /// One pool body: the mapping starting at `start`, named by the scalar at `name_at`.

@@ -137,9 +137,10 @@ enum InFlight {
 pub fn spawn_connection(
     info: Arc<ServerInfo>,
     preconnect: bool,
+    worker: usize,
 ) -> mpsc::UnboundedSender<BackendRequest> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(connection_loop(info, rx, preconnect));
+    super::workers::spawn_on(worker, connection_loop(info, rx, preconnect));
     tx
 }
 

@@ -17,6 +17,7 @@ use super::pool::Pool;
 use super::redis_client::RedisProtocol;
 use super::session::serve_client;
 use super::stream::Stream;
+use super::workers;
 use crate::config::{ListenAddr, PoolConfig};
 
 /// Client ids are unique across pools; they pick a client's backend connection.
@@ -178,20 +179,63 @@ impl Listener {
                 continue;
             };
             let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
-            let pool = pool.clone();
-            let shutdown = shutdown.clone();
-            debug!("client {id} connected to pool '{}'", config.name);
-            let redis = config.redis;
-            tokio::spawn(async move {
-                if redis {
-                    serve_client::<RedisProtocol>(stream, pool, id, shutdown).await;
-                } else {
-                    serve_client::<MemcacheProtocol>(stream, pool, id, shutdown).await;
-                }
-                debug!("client {id} closed");
-                drop(guard);
-                drop(slot);
-            });
+            let worker = pool.worker_for_client(id);
+            debug!(
+                "client {id} connected to pool '{}' (worker {worker})",
+                config.name
+            );
+            let client = Client {
+                pool: pool.clone(),
+                id,
+                shutdown: shutdown.clone(),
+                redis: config.redis,
+                held: (slot, guard),
+            };
+            if worker == workers::current() {
+                tokio::spawn(client.serve(stream));
+                continue;
+            }
+            // Another worker serves it: detach the socket from this event loop, attach it there.
+            match stream.detach() {
+                Ok(detached) => workers::spawn_on(worker, async move {
+                    match Stream::attach(detached) {
+                        Ok(stream) => client.serve(stream).await,
+                        Err(e) => {
+                            warn!("client {id}: handing the connection to a worker failed: {e}")
+                        }
+                    }
+                }),
+                Err(e) => warn!("client {id}: handing the connection to a worker failed: {e}"),
+            }
         }
+    }
+}
+
+/// An admitted client, before its session starts.
+struct Client {
+    pool: Arc<Pool>,
+    id: u64,
+    shutdown: watch::Receiver<bool>,
+    redis: bool,
+    /// Its places under the process-wide and the pool's client limits, released when it ends.
+    held: (crate::ops::limits::ClientSlot, super::pool::ClientGuard),
+}
+
+impl Client {
+    async fn serve(self, stream: Stream) {
+        let Client {
+            pool,
+            id,
+            shutdown,
+            redis,
+            held,
+        } = self;
+        if redis {
+            serve_client::<RedisProtocol>(stream, pool, id, shutdown).await;
+        } else {
+            serve_client::<MemcacheProtocol>(stream, pool, id, shutdown).await;
+        }
+        debug!("client {id} closed");
+        drop(held);
     }
 }

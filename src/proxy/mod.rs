@@ -14,6 +14,7 @@ pub mod pool;
 pub mod redis_client;
 pub mod session;
 pub mod stream;
+pub mod workers;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -63,6 +64,7 @@ impl PoolEntry {
         );
         let listen_text = config.listen_text.clone();
         let pool = Pool::start(config, stats.connections().clone());
+        log_threads(&pool);
         let socket_file = listener.socket_path().map(|p| p.to_path_buf());
         let (drain, drain_rx) = watch::channel(false);
         let accept_task = tokio::spawn(Listener::run(listener.clone(), pool.clone(), drain_rx));
@@ -98,6 +100,29 @@ impl PoolEntry {
     fn name(&self) -> String {
         self.pool.current.load().config.name.clone()
     }
+}
+
+/// Says which threads serve a pool, when there is more than one: a pool with one connection
+/// per server runs on one thread, as connections are never multiplied per thread.
+fn log_threads(pool: &Pool) {
+    let snapshot = pool.current.load();
+    let connections = snapshot.config.server_connections.max(1) as usize;
+    if pool.workers < 2 {
+        return;
+    }
+    let owners = connections.min(pool.workers);
+    let hint = if owners < pool.workers {
+        format!(
+            "; server_connections: {} would spread it over all {}",
+            pool.workers, pool.workers
+        )
+    } else {
+        String::new()
+    };
+    info!(
+        "pool '{}' runs on {owners} of {} threads (server_connections: {connections}){hint}",
+        snapshot.config.name, pool.workers
+    );
 }
 
 /// A running proxy.

@@ -14,6 +14,7 @@ use tracing::warn;
 use super::backend::{spawn_connection, BackendRequest, ServerInfo};
 use super::error::BackendError;
 use super::health::{self, ProbeKind, ServerHealth};
+use super::workers;
 use crate::config::{EjectPolicy, PoolConfig};
 use crate::route::PoolRouter;
 use crate::stats::{ConnectionStats, PoolStats, ServerStats};
@@ -22,16 +23,33 @@ use crate::stats::{ConnectionStats, PoolStats, ServerStats};
 #[derive(Debug)]
 pub struct Server {
     pub info: Arc<ServerInfo>,
+    /// Connection `i` runs on worker `(first_worker + i) % workers`.
     connections: Vec<mpsc::UnboundedSender<BackendRequest>>,
+    first_worker: usize,
+    workers: usize,
 }
 
 impl Server {
     /// The connection a client uses: always the same one for a given client, so one client's
-    /// requests to one server stay in order even with `server_connections > 1`.
-    pub fn connection_for(&self, client_id: u64) -> &mpsc::UnboundedSender<BackendRequest> {
-        &self.connections[(client_id % self.connections.len() as u64) as usize]
+    /// requests to one server stay in order even with `server_connections > 1`. It is one that
+    /// runs on the client's own worker when there is one, so the request never wakes another
+    /// thread.
+    pub fn connection_for(
+        &self,
+        client_id: u64,
+        worker: usize,
+    ) -> &mpsc::UnboundedSender<BackendRequest> {
+        let place = Placement {
+            first_worker: self.first_worker,
+            workers: self.workers,
+        };
+        &self.connections[place.connection_index(self.connections.len(), worker, client_id)]
     }
 }
+
+/// The worker a pool's first connections run on: pools take turns, so several pools with one
+/// connection per server spread over the workers.
+static NEXT_FIRST_WORKER: AtomicUsize = AtomicUsize::new(0);
 
 /// An immutable view of a pool: everything a request needs to be routed and sent.
 #[derive(Debug)]
@@ -52,6 +70,10 @@ pub struct Pool {
     pub connections: Arc<ConnectionStats>,
     /// Serialises snapshot rebuilds (ejection, return); never taken on the request path.
     rebuild: Mutex<()>,
+    /// The worker that runs connection 0 of each server (see [`Server`]).
+    pub first_worker: usize,
+    /// How many workers the pool's connections and clients are spread over.
+    pub workers: usize,
 }
 
 /// `*N\r\n$len\r\narg\r\n…` for handshake commands.
@@ -86,12 +108,19 @@ impl Pool {
     /// `preconnect`). Must run inside the tokio runtime.
     pub fn start(config: PoolConfig, connections: Arc<ConnectionStats>) -> Arc<Pool> {
         let config = Arc::new(config);
+        let workers = workers::count();
+        // Worker 0 also accepts clients and serves stats: the first pool starts on worker 1.
+        let first_worker = (NEXT_FIRST_WORKER.fetch_add(1, Ordering::Relaxed) + 1) % workers;
+        let place = Placement {
+            first_worker,
+            workers,
+        };
         Arc::new_cyclic(|pool: &Weak<Pool>| {
             let handshake = Arc::new(handshake_for(&config));
             let servers = config
                 .servers
                 .iter()
-                .map(|server| new_server(pool, &config, server, &handshake, &connections))
+                .map(|server| new_server(pool, &config, server, &handshake, &connections, place))
                 .collect();
             let snapshot = PoolSnapshot {
                 router: PoolRouter::with_all_live(&config),
@@ -104,6 +133,8 @@ impl Pool {
                 stats: Arc::default(),
                 connections,
                 rebuild: Mutex::new(()),
+                first_worker,
+                workers,
             }
         })
     }
@@ -140,7 +171,14 @@ impl Pool {
                     }
                     None => {
                         added.push(server.name.clone());
-                        new_server(&weak, &config, server, &handshake, &self.connections)
+                        new_server(
+                            &weak,
+                            &config,
+                            server,
+                            &handshake,
+                            &self.connections,
+                            self.placement(),
+                        )
                     }
                 }
             })
@@ -206,6 +244,20 @@ impl Pool {
         }));
     }
 
+    fn placement(&self) -> Placement {
+        Placement {
+            first_worker: self.first_worker,
+            workers: self.workers,
+        }
+    }
+
+    /// The worker a new client runs on: one that runs connections of this pool, so its
+    /// requests stay on its thread; clients take turns among them.
+    pub fn worker_for_client(&self, client_id: u64) -> usize {
+        let connections = self.current.load().config.server_connections.max(1) as usize;
+        self.placement().client_worker(connections, client_id)
+    }
+
     /// Counts a new client in, unless the pool's `client_connections` limit is reached.
     pub fn admit_client(self: &Arc<Pool>) -> Option<ClientGuard> {
         let limit = self.current.load().config.client_connections as usize;
@@ -241,13 +293,46 @@ fn probe_kind(config: &PoolConfig) -> ProbeKind {
     }
 }
 
-/// A server with its connection tasks started.
+/// Where a pool's connections run: connection `i` on worker `(first_worker + i) % workers`.
+#[derive(Clone, Copy, Debug)]
+struct Placement {
+    first_worker: usize,
+    workers: usize,
+}
+
+impl Placement {
+    /// Which of a server's `len` connections a client on `worker` uses: one on its own worker
+    /// when there is one (connections `first_local`, `first_local + workers`, …), the same one
+    /// for every request of the client.
+    fn connection_index(self, len: usize, worker: usize, client_id: u64) -> usize {
+        let workers = self.workers.max(1);
+        let len = len.max(1);
+        let first_local = (worker % workers + workers - self.first_worker % workers) % workers;
+        if first_local < len {
+            let local = (len - first_local).div_ceil(workers);
+            first_local + workers * (client_id as usize % local)
+        } else {
+            client_id as usize % len
+        }
+    }
+
+    /// The worker for a new client when each server has `connections` connections: the
+    /// workers that run one take turns, so a client's requests never leave its thread.
+    fn client_worker(self, connections: usize, client_id: u64) -> usize {
+        let workers = self.workers.max(1);
+        let owners = connections.clamp(1, workers);
+        (self.first_worker + client_id as usize % owners) % workers
+    }
+}
+
+/// A server with its connection tasks started, each on its worker.
 fn new_server(
     pool: &Weak<Pool>,
     config: &PoolConfig,
     server: &crate::config::ServerConfig,
     handshake: &Arc<Vec<(&'static str, Bytes)>>,
     connections: &Arc<ConnectionStats>,
+    place: Placement,
 ) -> Arc<Server> {
     let info = Arc::new(ServerInfo {
         pool_name: config.name.clone(),
@@ -261,10 +346,18 @@ fn new_server(
         stats: Arc::new(ServerStats::default()),
         connections: connections.clone(),
     });
-    let connections = (0..config.server_connections.max(1))
-        .map(|i| spawn_connection(info.clone(), config.preconnect && i == 0))
+    let connections = (0..config.server_connections.max(1) as usize)
+        .map(|i| {
+            let worker = place.first_worker + i;
+            spawn_connection(info.clone(), config.preconnect && i == 0, worker)
+        })
         .collect();
-    Arc::new(Server { info, connections })
+    Arc::new(Server {
+        info,
+        connections,
+        first_worker: place.first_worker,
+        workers: place.workers,
+    })
 }
 
 /// Waits `server_retry_timeout`, then returns the server to the continuum: at once (twemproxy),
@@ -328,6 +421,60 @@ impl Drop for ClientGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn place(first_worker: usize, workers: usize) -> Placement {
+        Placement {
+            first_worker,
+            workers,
+        }
+    }
+
+    #[test]
+    fn one_worker_spreads_clients_over_connections_as_before() {
+        let p = place(0, 1);
+        let picks: Vec<usize> = (0..6).map(|id| p.connection_index(3, 0, id)).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        assert_eq!(p.client_worker(3, 5), 0);
+    }
+
+    #[test]
+    fn a_client_uses_a_connection_on_its_own_worker() {
+        // 5 connections over 2 workers starting at worker 1: worker 1 runs 0, 2, 4; worker 0
+        // runs 1, 3.
+        let p = place(1, 2);
+        let on_1: Vec<usize> = (0..4).map(|id| p.connection_index(5, 1, id)).collect();
+        assert_eq!(on_1, [0, 2, 4, 0]);
+        let on_0: Vec<usize> = (0..4).map(|id| p.connection_index(5, 0, id)).collect();
+        assert_eq!(on_0, [1, 3, 1, 3]);
+    }
+
+    #[test]
+    fn clients_go_only_to_workers_that_run_connections() {
+        // One connection per server, 4 workers, pool starting at worker 2: every client on 2.
+        let p = place(2, 4);
+        assert!((0..8).all(|id| p.client_worker(1, id) == 2));
+        // Two connections: workers 2 and 3 take turns.
+        let two: Vec<usize> = (0..4).map(|id| p.client_worker(2, id)).collect();
+        assert_eq!(two, [2, 3, 2, 3]);
+        // More connections than workers: every worker, and each has a connection of its own.
+        let all: Vec<usize> = (0..4).map(|id| p.client_worker(6, id)).collect();
+        assert_eq!(all, [2, 3, 0, 1]);
+        for (id, worker) in all.into_iter().enumerate() {
+            let index = p.connection_index(6, worker, id as u64);
+            assert_eq!(
+                (2 + index) % 4,
+                worker,
+                "connection {index} runs on worker {worker}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_worker_without_a_connection_still_gets_one() {
+        let p = place(0, 4);
+        assert_eq!(p.connection_index(1, 3, 9), 0);
+        assert_eq!(p.connection_index(2, 3, 9), 1);
+    }
 
     #[test]
     fn handshake_frames_are_resp_arrays() {

@@ -97,6 +97,8 @@ pub enum Closing {
 /// The protocol-independent state of one client connection.
 pub struct Core {
     id: u64,
+    /// The worker this session runs on; it picks the backend connections on the same thread.
+    worker: usize,
     slots: VecDeque<Slot>,
     /// The sequence number of `slots[0]`.
     front_seq: u64,
@@ -212,7 +214,7 @@ impl Core {
             until_noop: expect == Expect::UntilNoop,
         };
         server.info.stats.enqueue(bytes);
-        match server.connection_for(self.id).send(request) {
+        match server.connection_for(self.id, self.worker).send(request) {
             Ok(()) if dropped => {}
             Ok(()) => self.push_slot(SlotState::Waiting),
             Err(_) => {
@@ -255,7 +257,11 @@ impl Core {
                 until_noop: false,
             };
             server.info.stats.enqueue(bytes);
-            if server.connection_for(self.id).send(request).is_err() {
+            if server
+                .connection_for(self.id, self.worker)
+                .send(request)
+                .is_err()
+            {
                 server.info.stats.unqueued(bytes);
                 merger.accept(index, Err(BackendError::ConnectionRefused.to_string()));
             }
@@ -379,6 +385,7 @@ pub async fn serve_client<P: Protocol>(
     pool.stats.client_connections.inc();
     let mut core = Core {
         id,
+        worker: super::workers::current(),
         slots: VecDeque::new(),
         front_seq: 0,
         reply_tx: None,

@@ -26,7 +26,30 @@ pub enum WriteHalf<'a> {
     Unix(unix::WriteHalf<'a>),
 }
 
+/// A [`Stream`] detached from its runtime, to be handed to another worker.
+#[derive(Debug)]
+pub enum DetachedStream {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
 impl Stream {
+    /// Detaches the stream from this runtime's event loop, so another runtime can take it.
+    pub fn detach(self) -> io::Result<DetachedStream> {
+        match self {
+            Stream::Tcp(s) => s.into_std().map(DetachedStream::Tcp),
+            Stream::Unix(s) => s.into_std().map(DetachedStream::Unix),
+        }
+    }
+
+    /// Registers a detached stream with the current runtime (it is still non-blocking).
+    pub fn attach(detached: DetachedStream) -> io::Result<Stream> {
+        match detached {
+            DetachedStream::Tcp(s) => TcpStream::from_std(s).map(Stream::Tcp),
+            DetachedStream::Unix(s) => UnixStream::from_std(s).map(Stream::Unix),
+        }
+    }
+
     /// Splits into halves that can be polled concurrently from one task.
     pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
         match self {
