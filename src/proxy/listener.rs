@@ -1,5 +1,6 @@
 //! Pool listeners: bind a TCP or unix socket as twemproxy does, accept clients, enforce the
-//! pool's client limit, and start a session for each client.
+//! pool's client limit, and hand each client to the doorman (`proxy::doorman`), which starts its
+//! session on its worker once it sends something.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -12,12 +13,9 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::memcache_client::MemcacheProtocol;
+use super::doorman::{Admitted, Doorman};
 use super::pool::Pool;
-use super::redis_client::RedisProtocol;
-use super::session::serve_client;
 use super::stream::Stream;
-use super::workers;
 use crate::config::{ListenAddr, PoolConfig};
 
 /// Client ids are unique across pools; they pick a client's backend connection.
@@ -137,8 +135,14 @@ impl Listener {
         }
     }
 
-    /// Accepts clients until aborted, one session task each; `shutdown` tells sessions to drain.
-    pub async fn run(self: Arc<Self>, pool: Arc<Pool>, shutdown: watch::Receiver<bool>) {
+    /// Accepts clients until aborted; each waits in the `doorman` until its first byte, then
+    /// gets a session on its worker. `shutdown` tells sessions to drain.
+    pub async fn run(
+        self: Arc<Self>,
+        pool: Arc<Pool>,
+        shutdown: watch::Receiver<bool>,
+        doorman: Arc<Doorman>,
+    ) {
         loop {
             let mut stream = match self.accept().await {
                 Ok(stream) => stream,
@@ -184,58 +188,19 @@ impl Listener {
                 "client {id} connected to pool '{}' (worker {worker})",
                 config.name
             );
-            let client = Client {
+            let client = Admitted {
                 pool: pool.clone(),
                 id,
                 shutdown: shutdown.clone(),
                 redis: config.redis,
+                worker,
                 held: (slot, guard),
             };
-            if worker == workers::current() {
-                tokio::spawn(client.serve(stream));
-                continue;
-            }
-            // Another worker serves it: detach the socket from this event loop, attach it there.
+            // The client waits for its first byte as a bare socket, not as a session.
             match stream.detach() {
-                Ok(detached) => workers::spawn_on(worker, async move {
-                    match Stream::attach(detached) {
-                        Ok(stream) => client.serve(stream).await,
-                        Err(e) => {
-                            warn!("client {id}: handing the connection to a worker failed: {e}")
-                        }
-                    }
-                }),
-                Err(e) => warn!("client {id}: handing the connection to a worker failed: {e}"),
+                Ok(detached) => doorman.park(detached, client),
+                Err(e) => warn!("client {id}: detaching the connection failed: {e}"),
             }
         }
-    }
-}
-
-/// An admitted client, before its session starts.
-struct Client {
-    pool: Arc<Pool>,
-    id: u64,
-    shutdown: watch::Receiver<bool>,
-    redis: bool,
-    /// Its places under the process-wide and the pool's client limits, released when it ends.
-    held: (crate::ops::limits::ClientSlot, super::pool::ClientGuard),
-}
-
-impl Client {
-    async fn serve(self, stream: Stream) {
-        let Client {
-            pool,
-            id,
-            shutdown,
-            redis,
-            held,
-        } = self;
-        if redis {
-            serve_client::<RedisProtocol>(stream, pool, id, shutdown).await;
-        } else {
-            serve_client::<MemcacheProtocol>(stream, pool, id, shutdown).await;
-        }
-        debug!("client {id} closed");
-        drop(held);
     }
 }

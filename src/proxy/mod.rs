@@ -5,6 +5,7 @@
 //! [`Proxy::reload`].
 
 pub mod backend;
+pub mod doorman;
 pub mod error;
 pub mod health;
 pub mod listener;
@@ -27,6 +28,7 @@ use tracing::info;
 
 use crate::config::{Config, PoolConfig};
 use crate::stats::{self, Stats};
+use doorman::Doorman;
 use listener::Listener;
 use pool::Pool;
 
@@ -35,6 +37,8 @@ use pool::Pool;
 pub enum StartError {
     #[error(transparent)]
     Bind(#[from] listener::BindError),
+    #[error("cannot open the epoll set where new clients wait: {0}")]
+    Doorman(#[from] std::io::Error),
 }
 
 /// One serving pool: its shared state, its listener task and its clients' drain signal.
@@ -49,13 +53,20 @@ struct PoolEntry {
     socket_file: Option<PathBuf>,
     /// Set to true to make this pool's client sessions drain and close.
     drain: watch::Sender<bool>,
+    /// Where its clients wait for their first byte.
+    doorman: Arc<Doorman>,
     /// The listener counts as a connection in `total_connections`/`curr_connections`.
     _listener_counted: stats::ConnectionGuard,
 }
 
 impl PoolEntry {
     /// Binds and starts a pool (the listener is already bound).
-    fn start(config: PoolConfig, listener: Arc<Listener>, stats: &Stats) -> PoolEntry {
+    fn start(
+        config: PoolConfig,
+        listener: Arc<Listener>,
+        stats: &Stats,
+        doorman: &Arc<Doorman>,
+    ) -> PoolEntry {
         info!(
             "pool '{}' listening on {} with {} servers",
             config.name,
@@ -67,7 +78,12 @@ impl PoolEntry {
         log_threads(&pool);
         let socket_file = listener.socket_path().map(|p| p.to_path_buf());
         let (drain, drain_rx) = watch::channel(false);
-        let accept_task = tokio::spawn(Listener::run(listener.clone(), pool.clone(), drain_rx));
+        let accept_task = tokio::spawn(Listener::run(
+            listener.clone(),
+            pool.clone(),
+            drain_rx,
+            doorman.clone(),
+        ));
         PoolEntry {
             pool,
             listen_text,
@@ -75,6 +91,7 @@ impl PoolEntry {
             accept_task,
             socket_file,
             drain,
+            doorman: doorman.clone(),
             _listener_counted: stats.connections().track(),
         }
     }
@@ -94,6 +111,8 @@ impl PoolEntry {
     fn hand_over(self) -> (Arc<Pool>, Arc<Listener>) {
         self.accept_task.abort();
         let _ = self.drain.send(true);
+        // Waiting clients have nothing in flight: they close now.
+        self.doorman.close_draining();
         (self.pool, self.listener)
     }
 
@@ -133,6 +152,9 @@ pub struct Proxy {
     stats: Arc<Stats>,
     /// Pools removed by a reload whose clients may still be draining.
     retired: Vec<Arc<Pool>>,
+    /// Where new clients of every pool wait for their first byte, and its task.
+    doorman: Arc<Doorman>,
+    doorman_task: JoinHandle<()>,
 }
 
 /// What a reload changed, for its one summary log line.
@@ -173,16 +195,19 @@ pub fn start(config: Config, stats: Arc<Stats>) -> Result<Proxy, StartError> {
     for pool in &config.pools {
         bound.push(Arc::new(listener::bind(pool)?));
     }
+    let (doorman, doorman_task) = Doorman::start()?;
     let entries = config
         .pools
         .into_iter()
         .zip(bound)
-        .map(|(pool, listener)| PoolEntry::start(pool, listener, &stats))
+        .map(|(pool, listener)| PoolEntry::start(pool, listener, &stats, &doorman))
         .collect();
     let proxy = Proxy {
         entries,
         stats,
         retired: Vec::new(),
+        doorman,
+        doorman_task,
     };
     proxy.publish_stats_layout();
     Ok(proxy)
@@ -308,7 +333,7 @@ impl Proxy {
                     };
                     let listener = to_bind.swap_remove(index).1;
                     summary.pools_added.push(pool.name.clone());
-                    entries.push(PoolEntry::start(pool, listener, &self.stats));
+                    entries.push(PoolEntry::start(pool, listener, &self.stats, &self.doorman));
                 }
             }
         }
@@ -350,5 +375,6 @@ impl Drop for Proxy {
         for entry in self.entries.drain(..) {
             entry.retire();
         }
+        self.doorman_task.abort();
     }
 }

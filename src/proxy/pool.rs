@@ -258,7 +258,8 @@ impl Pool {
         self.placement().client_worker(connections, client_id)
     }
 
-    /// Counts a new client in, unless the pool's `client_connections` limit is reached.
+    /// Counts a new client in, unless the pool's `client_connections` limit is reached: in
+    /// the limit, in the pool's `client_connections` and in the process's connection counts.
     pub fn admit_client(self: &Arc<Pool>) -> Option<ClientGuard> {
         let limit = self.current.load().config.client_connections as usize;
         let before = self.clients.fetch_add(1, Ordering::AcqRel);
@@ -266,7 +267,11 @@ impl Pool {
             self.clients.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(ClientGuard { pool: self.clone() })
+        self.stats.client_connections.inc();
+        Some(ClientGuard {
+            pool: self.clone(),
+            _connection: self.connections.track(),
+        })
     }
 }
 
@@ -406,14 +411,17 @@ async fn return_after_retry_timeout(pool: Weak<Pool>, server: Arc<Server>) {
     }
 }
 
-/// Holds a client's place in its pool's count; releases it on drop.
+/// Holds a client's place in its pool's counts (from its connect, waiting or in session);
+/// releases it on drop.
 #[derive(Debug)]
 pub struct ClientGuard {
     pool: Arc<Pool>,
+    _connection: crate::stats::ConnectionGuard,
 }
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
+        self.pool.stats.client_connections.dec();
         self.pool.clients.fetch_sub(1, Ordering::AcqRel);
     }
 }

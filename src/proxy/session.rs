@@ -381,8 +381,6 @@ pub async fn serve_client<P: Protocol>(
 ) {
     let mut replies = None;
     let mut protocol = P::new(&pool.current.load());
-    let _counted = pool.connections.track();
-    pool.stats.client_connections.inc();
     let mut core = Core {
         id,
         worker: super::workers::current(),
@@ -467,7 +465,6 @@ pub async fn serve_client<P: Protocol>(
         }
     }
     let _ = writer.shutdown().await;
-    pool.stats.client_connections.dec();
     if failed || core.closing == Some(Closing::ProtocolError) {
         pool.stats.client_err.inc();
     } else {
