@@ -31,6 +31,14 @@ use crate::stats::{ConnectionStats, ServerStats};
 /// connection stops taking more, and the queue holds them.
 const MAX_IN_FLIGHT: usize = 16 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
+/// The most room made at once for a reply's declared size, ahead of its bytes.
+const MAX_ROOM_AHEAD: usize = 64 * 1024 * 1024;
+/// A value at least this large gets an allocation of its own, kept for reuse afterwards.
+const LARGE_VALUE: usize = 64 * 1024;
+/// The most large allocations a connection keeps for reuse, and the most memory they hold.
+const MAX_SPARES: usize = 4;
+const MAX_SPARE_BYTES: usize = 8 * 1024 * 1024;
+const PAGE: usize = 4096;
 
 /// Where a reply goes: the client's reply channel and the request's place in its order.
 #[derive(Debug, Clone)]
@@ -392,7 +400,7 @@ async fn serve(
         stats: info.stats.clone(),
     };
     let mut eof = false;
-    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut buffer = ReadBuffer::new();
     let mut decoder = ReplyCodec::for_server(info.probe);
     let mut queue_open = true;
 
@@ -411,7 +419,7 @@ async fn serve(
         let may_take = queue_open && pipe.in_flight.len() < MAX_IN_FLIGHT;
         tokio::select! {
             biased;
-            read = reader.read_buf(&mut input) => {
+            read = reader.read_buf(&mut buffer.input) => {
                 match read {
                     Ok(0) => {
                         eof = true;
@@ -420,14 +428,10 @@ async fn serve(
                     Err(e) => break BackendError::from_io(&e),
                     Ok(_) => {}
                 }
-                if let Err(err) = dispatch_replies(&mut decoder, &mut input, &mut pipe.in_flight, info) {
+                if let Err(err) = dispatch_replies(&mut decoder, &mut buffer.input, &mut pipe.in_flight, info) {
                     break err;
                 }
-                if input.capacity() - input.len() < READ_CHUNK / 4 {
-                    // Doubling with what is buffered: a large frame arriving in pieces is not copied
-                    // again on every read.
-                    input.reserve(READ_CHUNK.max(input.len()));
-                }
+                buffer.make_room(decoder.bytes_wanted());
             }
             written = write_some(&mut writer, &pipe.unwritten, pipe.front_written), if !pipe.unwritten.is_empty() => {
                 match written {
@@ -471,6 +475,114 @@ async fn write_some(
     super::stream::write_buffers(writer, frames).await
 }
 
+/// The connection's read buffer.
+///
+/// A large value gets all the room it needs in one allocation as soon as its header is in: its
+/// bytes are read straight into place and split off whole as the reply, never copied while the
+/// buffer grows (and no more than [`MAX_ROOM_AHEAD`] is made ahead of the bytes received,
+/// whatever a header claims). The allocation outlives the reply: the connection keeps a handle
+/// on it, and once the client has written the reply and let it go, a later large value is read
+/// into the same memory, already mapped, instead of fresh pages from the allocator.
+struct ReadBuffer {
+    input: BytesMut,
+    /// The size of `input`'s allocation when it was made for a large value, else 0.
+    large: usize,
+    /// Empty handles on earlier large allocations and their sizes, oldest first; each is
+    /// shared with replies still on their way to a client until those are dropped.
+    spares: VecDeque<(BytesMut, usize)>,
+    /// The sizes of `spares`, summed.
+    spare_bytes: usize,
+}
+
+impl ReadBuffer {
+    fn new() -> ReadBuffer {
+        ReadBuffer {
+            input: BytesMut::with_capacity(READ_CHUNK),
+            large: 0,
+            spares: VecDeque::new(),
+            spare_bytes: 0,
+        }
+    }
+
+    /// Makes room for the next read. `wanted` is the length the buffer must reach to complete
+    /// the reply in progress, when its header said so (0 otherwise); without it the buffer
+    /// grows by doubling with what is buffered.
+    fn make_room(&mut self, wanted: usize) {
+        let len = self.input.len();
+        let additional = if wanted > len && wanted - len <= MAX_ROOM_AHEAD {
+            // A little more than the value, for what follows it (its `END`, the next reply).
+            let needed = wanted + READ_CHUNK / 4;
+            if self.input.capacity() >= needed {
+                return;
+            }
+            // At least doubling: a reply of many large values is not copied once per value.
+            let size = needed.max(len.saturating_mul(2));
+            if size >= LARGE_VALUE {
+                self.switch_to_large(size);
+                return;
+            }
+            size - len
+        } else if self.input.capacity() - len < READ_CHUNK / 4 {
+            READ_CHUNK.max(len)
+        } else {
+            return;
+        };
+        if self.large == 0 || self.input.try_reclaim(additional) {
+            self.input.reserve(additional);
+            return;
+        }
+        // Back to a small buffer; the large one waits for the next large value.
+        let mut small = BytesMut::with_capacity(len + additional);
+        small.extend_from_slice(&self.input);
+        self.replace(small, 0);
+    }
+
+    /// Moves what is buffered into an allocation of at least `target` bytes made for a large
+    /// value: a spare nothing else holds any more, or fresh memory.
+    fn switch_to_large(&mut self, target: usize) {
+        let len = self.input.len();
+        if self.large >= target && self.input.try_reclaim(target - len) {
+            return;
+        }
+        let found = self
+            .spares
+            .iter_mut()
+            .position(|(spare, size)| *size >= target && spare.try_reclaim(target));
+        let (mut buf, size) = match found.and_then(|i| self.spares.remove(i)) {
+            Some((spare, size)) => {
+                self.spare_bytes -= size;
+                (spare, size)
+            }
+            None => {
+                // Rounded up to whole pages only: a client that holds many such replies
+                // (one that does not read) holds little more than their bytes.
+                let size = target.next_multiple_of(PAGE);
+                (BytesMut::with_capacity(size), size)
+            }
+        };
+        buf.extend_from_slice(&self.input);
+        self.replace(buf, size);
+    }
+
+    /// Makes `buf` the read buffer; the old one's allocation is kept as a spare if it was a
+    /// large one and there is room among the spares.
+    fn replace(&mut self, buf: BytesMut, size: usize) {
+        let mut old = std::mem::replace(&mut self.input, buf);
+        let old_size = std::mem::replace(&mut self.large, size);
+        if old_size == 0 || old_size > MAX_SPARE_BYTES {
+            return;
+        }
+        old.clear();
+        self.spares.push_back((old, old_size));
+        self.spare_bytes += old_size;
+        while self.spares.len() > MAX_SPARES || self.spare_bytes > MAX_SPARE_BYTES {
+            if let Some((_, size)) = self.spares.pop_front() {
+                self.spare_bytes -= size;
+            }
+        }
+    }
+}
+
 /// A decoded reply, as the connection needs to see it.
 struct Decoded {
     frame: Bytes,
@@ -494,6 +606,14 @@ impl ReplyCodec {
         match kind {
             ProbeKind::Redis => ReplyCodec::Redis(ReplyDecoder::default()),
             ProbeKind::Memcache => ReplyCodec::Memcache(memcache::reply::ReplyDecoder::default()),
+        }
+    }
+
+    /// See [`ReplyDecoder::bytes_wanted`].
+    fn bytes_wanted(&self) -> usize {
+        match self {
+            ReplyCodec::Redis(decoder) => decoder.bytes_wanted(),
+            ReplyCodec::Memcache(decoder) => decoder.bytes_wanted(),
         }
     }
 
@@ -679,5 +799,126 @@ mod tests {
         pipe.unwind(&BackendError::ConnectionRefused, &mut retry);
         assert_eq!(retry.len(), 1);
         assert!(rx.try_recv().is_err());
+    }
+
+    /// Reads `input` into `buffer` as the connection does (reads of at most `READ_CHUNK`,
+    /// decode, make room); returns the replies and the bytes copied by growth.
+    fn read_replies(
+        buffer: &mut ReadBuffer,
+        codec: &mut ReplyCodec,
+        input: &[u8],
+    ) -> (Vec<Bytes>, usize) {
+        let (mut frames, mut copied, mut fed) = (Vec::new(), 0, 0);
+        while fed < input.len() {
+            let spare = buffer.input.capacity() - buffer.input.len();
+            assert!(spare >= READ_CHUNK / 4, "room for a read: {spare}");
+            let n = spare.min(READ_CHUNK).min(input.len() - fed);
+            buffer.input.extend_from_slice(&input[fed..fed + n]);
+            fed += n;
+            while let Some(reply) = codec.decode(&mut buffer.input).unwrap() {
+                frames.push(reply.frame);
+            }
+            let before = buffer.input.as_ptr();
+            buffer.make_room(codec.bytes_wanted());
+            if buffer.input.as_ptr() != before {
+                copied += buffer.input.len();
+            }
+        }
+        (frames, copied)
+    }
+
+    fn bulk(len: usize) -> Vec<u8> {
+        let mut reply = format!("${len}\r\n").into_bytes();
+        reply.resize(reply.len() + len, b'v');
+        reply.extend_from_slice(b"\r\n");
+        reply
+    }
+
+    #[test]
+    fn a_large_value_is_read_in_place_and_its_memory_reused_once_dropped() {
+        let reply = bulk(1 << 20);
+        let mut buffer = ReadBuffer::new();
+        let mut codec = ReplyCodec::for_server(ProbeKind::Redis);
+        let (frames, copied) = read_replies(&mut buffer, &mut codec, &reply);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(&frames[0][..], &reply[..]);
+        // Only the first read moves, into the room made for the whole value.
+        assert!(copied <= READ_CHUNK, "{copied}");
+        let first = frames[0].as_ptr();
+
+        // While the client still holds the reply, the next value gets other memory.
+        let (held, _) = read_replies(&mut buffer, &mut codec, &reply);
+        assert_ne!(held[0].as_ptr(), first);
+        drop(frames);
+        // Once it is dropped, its memory is reused.
+        let (again, copied) = read_replies(&mut buffer, &mut codec, &reply);
+        assert_eq!(&again[0][..], &reply[..]);
+        assert_eq!(again[0].as_ptr(), first);
+        assert!(copied <= READ_CHUNK, "{copied}");
+        drop((held, again));
+
+        let (small, _) = read_replies(&mut buffer, &mut codec, &b"+OK\r\n".repeat(10_000));
+        assert_eq!(small.len(), 10_000);
+        assert!(buffer.spares.len() <= MAX_SPARES && buffer.spare_bytes <= MAX_SPARE_BYTES);
+    }
+
+    #[test]
+    fn a_header_claiming_a_huge_value_reserves_nothing_ahead_of_its_bytes() {
+        let mut buffer = ReadBuffer::new();
+        let mut codec = ReplyCodec::for_server(ProbeKind::Redis);
+        let mut input = b"$1000000000\r\n".to_vec();
+        input.resize(200_000, b'v');
+        let (frames, _) = read_replies(&mut buffer, &mut codec, &input);
+        assert!(frames.is_empty());
+        assert!(codec.bytes_wanted() > MAX_ROOM_AHEAD);
+        // Doubling with what arrived, not the declared gigabyte.
+        assert!(
+            buffer.input.capacity() <= 4 * input.len(),
+            "{}",
+            buffer.input.capacity()
+        );
+    }
+
+    #[test]
+    fn a_reply_of_many_large_values_is_not_copied_once_per_value() {
+        let value = vec![b'm'; 256 * 1024];
+        let mut reply = Vec::new();
+        for i in 0..32 {
+            reply.extend_from_slice(format!("VALUE k{i} 0 {}\r\n", value.len()).as_bytes());
+            reply.extend_from_slice(&value);
+            reply.extend_from_slice(b"\r\n");
+        }
+        reply.extend_from_slice(b"END\r\n");
+        let mut buffer = ReadBuffer::new();
+        let mut codec = ReplyCodec::for_server(ProbeKind::Memcache);
+        let (frames, copied) = read_replies(&mut buffer, &mut codec, &reply);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(&frames[0][..], &reply[..]);
+        assert!(copied <= 2 * reply.len(), "{copied}");
+    }
+
+    #[test]
+    fn spares_are_bounded() {
+        let mut buffer = ReadBuffer::new();
+        let mut codec = ReplyCodec::for_server(ProbeKind::Redis);
+        let mut held = Vec::new();
+        for len in [
+            1 << 20,
+            3 << 20,
+            1 << 20,
+            2 << 20,
+            16 << 20,
+            1 << 20,
+            1 << 20,
+        ] {
+            held.extend(read_replies(&mut buffer, &mut codec, &bulk(len)).0);
+            assert!(buffer.spares.len() <= MAX_SPARES);
+            assert!(buffer.spare_bytes <= MAX_SPARE_BYTES);
+            assert_eq!(
+                buffer.spare_bytes,
+                buffer.spares.iter().map(|(_, size)| size).sum::<usize>()
+            );
+        }
+        assert_eq!(held.len(), 7);
     }
 }

@@ -30,6 +30,8 @@ const MAX_PENDING_REQUESTS: usize = 4096;
 /// Reply bytes waiting to be written before walnut stops decoding and reading from the client.
 const MAX_PENDING_OUTPUT: usize = 32 * 1024 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
+/// A read buffer at least this large is reused whole for the next frame.
+const LARGE_INPUT: usize = 64 * 1024;
 
 /// One protocol's side of a session: decoding, dispatch and its error replies.
 pub trait Protocol: Send + 'static {
@@ -401,6 +403,8 @@ pub async fn serve_client<P: Protocol>(
     let (mut reader, mut writer) = stream.split();
     // Buffers grow on first use: an idle client holds none.
     let mut input = BytesMut::new();
+    // The size of `input`'s allocation when it is a large one (see `grow_input`), else 0.
+    let mut large_input = 0;
     let mut out = Outbox::default();
     if *shutdown.borrow() {
         core.closing = Some(Closing::Drain);
@@ -425,6 +429,7 @@ pub async fn serve_client<P: Protocol>(
         if core.closing.is_some() && core.slots.is_empty() && out.is_empty() {
             break;
         }
+        reuse_input(&mut input, large_input);
         // A client that does not read its replies is not read from either.
         let may_read = core.closing.is_none() && core.has_room();
         tokio::select! {
@@ -457,9 +462,7 @@ pub async fn serve_client<P: Protocol>(
                     }
                 }
                 if input.capacity() - input.len() < READ_CHUNK / 4 {
-                    // Doubling with what is buffered: a large frame arriving in pieces is not copied
-                    // again on every read.
-                    input.reserve(READ_CHUNK.max(input.len()));
+                    grow_input(&mut input, &mut large_input);
                 }
             }
         }
@@ -469,6 +472,34 @@ pub async fn serve_client<P: Protocol>(
         pool.stats.client_err.inc();
     } else {
         pool.stats.client_eof.inc();
+    }
+}
+
+/// Makes room in a client's read buffer: doubling with what is buffered, so a large frame
+/// arriving in pieces is not copied again on every read. The buffer's own memory is reused
+/// when the requests split off it are gone; otherwise only what is buffered moves to a new
+/// one (`BytesMut::reserve` would copy the consumed bytes before it too). `large` is set to
+/// the new allocation's size when it is [`LARGE_INPUT`] or more, so the session can reuse it
+/// whole for the next frame.
+fn grow_input(input: &mut BytesMut, large: &mut usize) {
+    let len = input.len();
+    let additional = READ_CHUNK.max(len);
+    if input.try_reclaim(additional) {
+        return;
+    }
+    let size = len + additional;
+    let mut grown = BytesMut::with_capacity(size);
+    grown.extend_from_slice(input);
+    *input = grown;
+    *large = if size >= LARGE_INPUT { size } else { 0 };
+}
+
+/// Once the requests split off a large read buffer (of `large` bytes, 0 for a small one) are
+/// gone, the next frame is read into it from its start: no copy, no fresh memory.
+#[inline]
+fn reuse_input(input: &mut BytesMut, large: usize) {
+    if large != 0 && input.is_empty() && input.capacity() < large {
+        let _ = input.try_reclaim(large);
     }
 }
 
@@ -490,5 +521,72 @@ fn handle_input<P: Protocol>(protocol: &mut P, core: &mut Core, pool: &Pool, inp
     if core.closing.is_some() {
         // Whatever follows QUIT or a framing error in the same read is discarded.
         input.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads `frame` into `input` as the session does, in reads of at most `READ_CHUNK`;
+    /// returns the bytes copied by growth.
+    fn read_frame(input: &mut BytesMut, large: &mut usize, frame: &[u8]) -> usize {
+        let mut copied = 0;
+        let mut fed = 0;
+        while fed < frame.len() {
+            reuse_input(input, *large);
+            let n = (input.capacity() - input.len())
+                .clamp(1, READ_CHUNK)
+                .min(frame.len() - fed);
+            input.extend_from_slice(&frame[fed..fed + n]);
+            fed += n;
+            if input.capacity() - input.len() < READ_CHUNK / 4 {
+                let before = input.as_ptr();
+                grow_input(input, large);
+                if input.as_ptr() != before {
+                    copied += input.len();
+                }
+            }
+        }
+        copied
+    }
+
+    #[test]
+    fn a_large_read_buffer_is_reused_whole_once_its_frames_are_gone() {
+        let frame = vec![b'x'; 1 << 20];
+        let (mut input, mut large) = (BytesMut::new(), 0);
+        let copied = read_frame(&mut input, &mut large, &frame);
+        // Doubling: the growth copies less than the frame twice more.
+        assert!(copied < 2 * frame.len(), "{copied}");
+        assert!(large > frame.len());
+        let first = input.split().freeze();
+        let start = first.as_ptr();
+        // While the frame is still held (on its way to a server), its memory is not reused.
+        reuse_input(&mut input, large);
+        assert_ne!(input.as_ptr(), start);
+        drop(first);
+        // Then the next frame lands at the start of the same memory and never grows.
+        let copied = read_frame(&mut input, &mut large, &frame);
+        assert_eq!(copied, 0);
+        assert_eq!(input.as_ptr(), start);
+        assert_eq!(&input[..], &frame[..]);
+    }
+
+    #[test]
+    fn growing_moves_only_what_is_buffered() {
+        let (mut input, mut large) = (BytesMut::with_capacity(100_000), 0);
+        input.extend_from_slice(&[b'a'; 100_000]);
+        let held = input.split_to(99_000).freeze();
+        let before = input.as_ptr();
+        grow_input(&mut input, &mut large);
+        assert_ne!(
+            input.as_ptr(),
+            before,
+            "the memory is still shared: a new buffer"
+        );
+        assert_eq!(&input[..], &[b'a'; 1000][..]);
+        assert!(input.capacity() >= 1000 + READ_CHUNK);
+        assert_eq!(large, 0, "a small buffer is not kept for reuse");
+        drop(held);
     }
 }

@@ -58,6 +58,8 @@ pub struct ReplyDecoder {
     /// Progress through the reply at the front of the buffer: where its next line starts,
     /// once the `VALUE` blocks before it were checked.
     resume_at: usize,
+    /// When the last call stopped inside a data block: the buffer length that completes it.
+    want: usize,
 }
 
 impl Default for ReplyDecoder {
@@ -113,10 +115,20 @@ impl ReplyDecoder {
         ReplyDecoder {
             max_reply,
             resume_at: 0,
+            want: 0,
         }
     }
 
+    /// After `decode` returned `Ok(None)`: the length the buffer must reach before the reply
+    /// can progress, when a `VALUE` or `VA` line has declared its data block (never more than
+    /// the reply bound); 0 when unknown. Lets the caller make room for a large value in one
+    /// step.
+    pub fn bytes_wanted(&self) -> usize {
+        self.want
+    }
+
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Reply>, ReplyError> {
+        self.want = 0;
         match self.reply_end(buf)? {
             None => {
                 if buf.len() > self.max_reply {
@@ -139,7 +151,7 @@ impl ReplyDecoder {
     /// Where the data block announced by `line` (its length is word `len_word`) ends, when it
     /// has arrived; it starts at `start`.
     fn data_block_end(
-        &self,
+        &mut self,
         buf: &[u8],
         line: &[u8],
         len_word: usize,
@@ -153,6 +165,7 @@ impl ReplyDecoder {
             return Err(ReplyError::TooLong(self.max_reply));
         }
         if buf.len() < end {
+            self.want = end;
             return Ok(None);
         }
         if &buf[end - 2..end] != b"\r\n" {
@@ -305,6 +318,37 @@ VA 2 s2 kfoo\r\nhi\r\nEN\r\nMN\r\nME k exp=-1\r\n";
                 assert_eq!(&got.unwrap().frame[..], &whole[..]);
             }
         }
+    }
+
+    #[test]
+    fn bytes_wanted_is_where_the_data_block_in_progress_ends() {
+        let cases: &[(&[u8], usize)] = &[
+            (b"VALUE k 0 10\r\nab", 14 + 10 + 2),
+            (b"VALUE a 0 2\r\nhi\r\nVALUE b 0 10\r\nxy", 17 + 14 + 10 + 2),
+            (b"VA 10 s\r\nab", 9 + 10 + 2),
+            // The length is not known yet.
+            (b"VALUE k 0 10", 0),
+            (b"VALUE a 0 2\r\nhi\r\nEN", 0),
+            (b"STORED", 0),
+        ];
+        for &(input, wanted) in cases {
+            let mut decoder = ReplyDecoder::default();
+            assert_eq!(decoder.decode(&mut BytesMut::from(input)), Ok(None));
+            assert_eq!(decoder.bytes_wanted(), wanted, "{input:?}");
+        }
+        let mut decoder = ReplyDecoder::default();
+        let mut buf = BytesMut::from(&b"VALUE k 0 3\r\nab"[..]);
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        assert_eq!(decoder.bytes_wanted(), 13 + 3 + 2);
+        buf.extend_from_slice(b"c\r\nEND\r\n");
+        assert!(decoder.decode(&mut buf).unwrap().is_some());
+        assert_eq!(decoder.bytes_wanted(), 0);
+        // Never beyond the bound: a larger block is an error.
+        let mut decoder = ReplyDecoder::new(100);
+        assert!(decoder
+            .decode(&mut BytesMut::from(&b"VALUE k 0 200\r\n"[..]))
+            .is_err());
+        assert_eq!(decoder.bytes_wanted(), 0);
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub struct ReplyDecoder {
     pos: usize,
     /// For a status/error line in progress: where to resume looking for its CR.
     scan: usize,
+    /// When the last call stopped inside a bulk's data: the buffer length that completes it.
+    want: usize,
 }
 
 impl Default for ReplyDecoder {
@@ -103,12 +105,20 @@ impl ReplyDecoder {
             pending: 0,
             pos: 0,
             scan: 0,
+            want: 0,
         }
     }
 
     /// Whether part of a reply has been read.
     pub fn in_progress(&self) -> bool {
         self.pending > 0
+    }
+
+    /// After `decode` returned `Ok(None)`: the length the buffer must reach before the reply
+    /// can progress, when a bulk header has declared it (never more than the reply bound);
+    /// 0 when unknown. Lets the caller make room for a large value in one step.
+    pub fn bytes_wanted(&self) -> usize {
+        self.want
     }
 
     fn reset(&mut self) {
@@ -128,6 +138,7 @@ impl ReplyDecoder {
     }
 
     fn decode_inner(&mut self, buf: &mut BytesMut) -> Result<Option<Reply>, ProtocolError> {
+        self.want = 0;
         if self.pending > 0 && self.pos > buf.len() {
             // The caller shrank the buffer behind our back; start over rather than misread.
             self.reset();
@@ -216,6 +227,7 @@ impl ReplyDecoder {
                                 return Err(ProtocolError::ReplyTooLarge);
                             }
                             if buf.len() < end {
+                                self.want = end;
                                 return Ok(None);
                             }
                             if &buf[end - 2..end] != b"\r\n" {
@@ -520,6 +532,42 @@ mod tests {
             }
         }
         assert_eq!(&got.unwrap().frame[..], &input[..]);
+    }
+
+    #[test]
+    fn bytes_wanted_is_where_the_bulk_in_progress_ends() {
+        let mut d = ReplyDecoder::default();
+        let mut buf = BytesMut::from(&b"$10\r\nab"[..]);
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        assert_eq!(d.bytes_wanted(), 5 + 10 + 2);
+        buf.extend_from_slice(b"cdefghij\r");
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        assert_eq!(d.bytes_wanted(), 17);
+        buf.extend_from_slice(b"\n+OK");
+        assert_eq!(d.decode(&mut buf).unwrap().unwrap().frame.len(), 17);
+        assert_eq!(d.bytes_wanted(), 0);
+        // A status line in progress: its length is not known.
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        assert_eq!(d.bytes_wanted(), 0);
+
+        // Inside an array, counted from the start of the buffer.
+        let mut d = ReplyDecoder::default();
+        let mut buf = BytesMut::from(&b"*2\r\n:1\r\n$5\r\nab"[..]);
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        assert_eq!(d.bytes_wanted(), 4 + 4 + 4 + 5 + 2);
+        // Not known while a header is incomplete.
+        for input in [&b"$10"[..], b"$10\r", b"*2\r\n", b"*2\r\n$1\r\na\r\n"] {
+            let mut d = ReplyDecoder::default();
+            assert_eq!(d.decode(&mut BytesMut::from(input)), Ok(None));
+            assert_eq!(d.bytes_wanted(), 0, "{input:?}");
+        }
+        // Never beyond the bound: a larger bulk is an error.
+        let mut d = ReplyDecoder::new(100);
+        assert_eq!(
+            d.decode(&mut BytesMut::from(&b"$200\r\n"[..])),
+            Err(ProtocolError::ReplyTooLarge)
+        );
+        assert_eq!(d.bytes_wanted(), 0);
     }
 
     /// Random and mutated-valid replies in random chunkings: no panic, the frames are the
