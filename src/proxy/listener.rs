@@ -79,17 +79,47 @@ pub fn bind(pool: &PoolConfig) -> Result<Listener, BindError> {
         }
         ListenAddr::Unix { path, perm } => {
             remove_stale_socket(path).map_err(|reason| bind_error(pool, reason))?;
-            let listener =
-                UnixListener::bind(path).map_err(|e| bind_error(pool, strip_os_error(&e)))?;
-            if let Some(mode) = perm {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode)).map_err(
-                    |e| bind_error(pool, format!("chmod {mode:o}: {}", strip_os_error(&e))),
-                )?;
-            }
+            let listener = match perm {
+                Some(mode) => bind_unix_with_mode(path, *mode).map_err(|e| bind_error(pool, e))?,
+                None => {
+                    UnixListener::bind(path).map_err(|e| bind_error(pool, strip_os_error(&e)))?
+                }
+            };
             Ok(Listener::Unix(listener, path.clone()))
         }
     }
+}
+
+/// Binds a unix socket that appears at `path` with `mode` already set: it is bound under a
+/// temporary name beside `path`, given its mode, then renamed into place, so no client ever
+/// finds it with the umask's mode. Falls back to bind-then-chmod when the temporary name
+/// cannot be bound (a path near the 108-byte limit).
+fn bind_unix_with_mode(path: &Path, mode: u32) -> Result<UnixListener, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod = |at: &Path| {
+        std::fs::set_permissions(at, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("chmod {mode:o}: {}", strip_os_error(&e)))
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let staging = path.with_file_name(format!(
+        ".{}.{}.binding",
+        name.unwrap_or_default(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&staging);
+    let Ok(listener) = UnixListener::bind(&staging) else {
+        let listener = UnixListener::bind(path).map_err(|e| strip_os_error(&e))?;
+        chmod(path)?;
+        return Ok(listener);
+    };
+    let placed = chmod(&staging).and_then(|()| {
+        std::fs::rename(&staging, path).map_err(|e| format!("rename: {}", strip_os_error(&e)))
+    });
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&staging);
+        return Err(e);
+    }
+    Ok(listener)
 }
 
 /// Removes a unix socket file left by a dead process, but never one a live process listens on.
