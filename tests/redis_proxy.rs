@@ -284,6 +284,13 @@ fn unix_socket_listener_gets_its_permissions_and_unix_backends_work() {
     common::wait_for_unix(&listen, "walnut", &mut walnut.process);
     let mode = std::fs::metadata(&listen).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o666);
+    // The socket was bound under a temporary name and renamed into place: nothing is left.
+    let leftovers: Vec<String> = std::fs::read_dir(listen.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name.ends_with(".binding"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     let mut client = RespClient::connect_unix(&listen);
     assert_eq!(client.cmd_str(&["SET", "u", "1"]), ok());
     assert_eq!(backend.client().cmd_str(&["GET", "u"]), Value::bulk("1"));

@@ -1,7 +1,8 @@
 //! Feeds arbitrary bytes to the memcached reply decoder in arbitrary chunkings.
 //!
 //! The first 8 bytes choose the chunking and, one time in 16, a small reply bound; the rest
-//! is the stream. Checks: no panic; the frames re-concatenate to the consumed prefix; the
+//! is the stream. Checks: no panic; a size the decoder asks room for is ahead of the buffer
+//! and within the bound; the frames re-concatenate to the consumed prefix; the
 //! bound holds; a retrieval reply that ends with `END` lists its blocks; and the chunked run
 //! gives the same frames and the same outcome as the one-piece run.
 #![no_main]
@@ -55,7 +56,12 @@ fuzz_target!(|data: &[u8]| {
                     }
                     got.push(r);
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    // A declared size is always ahead of what is buffered, within the bound.
+                    let wanted = d.bytes_wanted();
+                    assert!(wanted == 0 || (wanted > buf.len() && wanted <= max));
+                    break;
+                }
                 Err(e) => {
                     end = Some(e);
                     break 'feed;

@@ -1,7 +1,8 @@
 //! Feeds arbitrary bytes to the RESP reply decoder in arbitrary chunkings.
 //!
 //! The first 8 bytes of the input choose the chunking and the size bound; the rest is the
-//! stream. Checks: no panic; the replies' frames re-concatenate to exactly the consumed prefix
+//! stream. Checks: no panic; a size the decoder asks room for is ahead of the buffer and within
+//! the bound; the replies' frames re-concatenate to exactly the consumed prefix
 //! of the stream; each kind matches its frame's first byte; and the chunked run gives the same
 //! replies and the same final outcome as decoding the whole stream in one piece.
 #![no_main]
@@ -59,7 +60,12 @@ fuzz_target!(|data: &[u8]| {
                     consumed += len;
                     got.push(r);
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    // A declared size is always ahead of what is buffered, within the bound.
+                    let wanted = d.bytes_wanted();
+                    assert!(wanted == 0 || (wanted > buf.len() && wanted <= max));
+                    break;
+                }
                 Err(e) => {
                     assert!(!e.to_string().is_empty());
                     end = Err(e);

@@ -117,7 +117,14 @@ fn decode_replies(input: &[u8], mut piece: impl FnMut(usize) -> usize) -> (Vec<R
         loop {
             match decoder.decode(&mut buf) {
                 Ok(Some(r)) => out.push(r),
-                Ok(None) => break,
+                Ok(None) => {
+                    let wanted = decoder.bytes_wanted();
+                    assert!(
+                        wanted == 0 || wanted > buf.len(),
+                        "room asked behind the buffer"
+                    );
+                    break;
+                }
                 Err(_) => return (out, true),
             }
         }

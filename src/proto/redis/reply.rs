@@ -603,7 +603,11 @@ mod tests {
                             consumed += len;
                             got.push(r);
                         }
-                        Ok(None) => break,
+                        Ok(None) => {
+                            let wanted = d.bytes_wanted();
+                            assert!(wanted == 0 || wanted > buf.len(), "room asked behind");
+                            break;
+                        }
                         Err(e) => {
                             end = Err(e);
                             break 'outer;
