@@ -109,8 +109,9 @@ impl Pool {
     pub fn start(config: PoolConfig, connections: Arc<ConnectionStats>) -> Arc<Pool> {
         let config = Arc::new(config);
         let workers = workers::count();
-        // Worker 0 also accepts clients and serves stats: the first pool starts on worker 1.
-        let first_worker = (NEXT_FIRST_WORKER.fetch_add(1, Ordering::Relaxed) + 1) % workers;
+        // The first pool starts on worker 0, where clients are accepted: its new clients need
+        // no hand-over to another thread.
+        let first_worker = NEXT_FIRST_WORKER.fetch_add(1, Ordering::Relaxed) % workers;
         let place = Placement {
             first_worker,
             workers,
