@@ -97,14 +97,28 @@ fn hammer(
 
 #[test]
 fn no_reply_is_ever_crossed_while_backends_are_killed_frozen_and_restarted() {
+    hunt_crossed_replies_under_faults(2, &[]);
+}
+
+/// The same hunt on 4 threads with 4 connections per server: clients on every worker, each
+/// using its own worker's connections, while the faults fail and retry requests.
+#[test]
+fn no_reply_is_ever_crossed_under_faults_on_four_threads() {
+    hunt_crossed_replies_under_faults(4, &["--threads", "4"]);
+}
+
+/// 4 clients hammer 3 backends while they are killed, frozen and restarted: every reply must
+/// be the request's own (or an error), and everything works again afterwards.
+fn hunt_crossed_replies_under_faults(connections: u32, extra: &[&str]) {
     let mut backends = vec![
         RedisServer::start(),
         RedisServer::start(),
         RedisServer::start(),
     ];
     let port = free_port();
-    let conf = pool_config(port, &backends, "  timeout: 400\n  server_connections: 2\n");
-    let _walnut = ProxyProcess::walnut(&conf, &[local(port)]);
+    let directives = format!("  timeout: 400\n  server_connections: {connections}\n");
+    let conf = pool_config(port, &backends, &directives);
+    let _walnut = ProxyProcess::walnut_with(&conf, &[local(port)], extra);
 
     let stop = Arc::new(AtomicBool::new(false));
     let checked = Arc::new(AtomicU64::new(0));
