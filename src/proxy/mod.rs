@@ -126,21 +126,19 @@ impl PoolEntry {
 fn log_threads(pool: &Pool) {
     let snapshot = pool.current.load();
     let connections = snapshot.config.server_connections.max(1) as usize;
-    if pool.workers < 2 {
+    let workers = pool.placement.workers;
+    if workers < 2 {
         return;
     }
-    let owners = connections.min(pool.workers);
-    let hint = if owners < pool.workers {
-        format!(
-            "; server_connections: {} would spread it over all {}",
-            pool.workers, pool.workers
-        )
+    let owners = pool.placement.owners(connections);
+    let hint = if owners < workers {
+        format!("; server_connections: {workers} would spread it over all {workers}")
     } else {
         String::new()
     };
     info!(
-        "pool '{}' runs on {owners} of {} threads (server_connections: {connections}){hint}",
-        snapshot.config.name, pool.workers
+        "pool '{}' runs on {owners} of {workers} threads (server_connections: {connections}){hint}",
+        snapshot.config.name
     );
 }
 

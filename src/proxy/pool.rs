@@ -23,10 +23,9 @@ use crate::stats::{ConnectionStats, PoolStats, ServerStats};
 #[derive(Debug)]
 pub struct Server {
     pub info: Arc<ServerInfo>,
-    /// Connection `i` runs on worker `(first_worker + i) % workers`.
+    /// Connection `i` runs on worker `placement.first_worker + i` (mod the worker count).
     connections: Vec<mpsc::UnboundedSender<BackendRequest>>,
-    first_worker: usize,
-    workers: usize,
+    placement: Placement,
 }
 
 impl Server {
@@ -39,11 +38,10 @@ impl Server {
         client_id: u64,
         worker: usize,
     ) -> &mpsc::UnboundedSender<BackendRequest> {
-        let place = Placement {
-            first_worker: self.first_worker,
-            workers: self.workers,
-        };
-        &self.connections[place.connection_index(self.connections.len(), worker, client_id)]
+        let index = self
+            .placement
+            .connection_index(self.connections.len(), worker, client_id);
+        &self.connections[index]
     }
 }
 
@@ -70,10 +68,8 @@ pub struct Pool {
     pub connections: Arc<ConnectionStats>,
     /// Serialises snapshot rebuilds (ejection, return); never taken on the request path.
     rebuild: Mutex<()>,
-    /// The worker that runs connection 0 of each server (see [`Server`]).
-    pub first_worker: usize,
-    /// How many workers the pool's connections and clients are spread over.
-    pub workers: usize,
+    /// Which workers run the pool's connections and clients.
+    pub placement: Placement,
 }
 
 /// `*N\r\n$len\r\narg\r\n…` for handshake commands.
@@ -112,7 +108,7 @@ impl Pool {
         // The first pool starts on worker 0, where clients are accepted: its new clients need
         // no hand-over to another thread.
         let first_worker = NEXT_FIRST_WORKER.fetch_add(1, Ordering::Relaxed) % workers;
-        let place = Placement {
+        let placement = Placement {
             first_worker,
             workers,
         };
@@ -121,7 +117,9 @@ impl Pool {
             let servers = config
                 .servers
                 .iter()
-                .map(|server| new_server(pool, &config, server, &handshake, &connections, place))
+                .map(|server| {
+                    new_server(pool, &config, server, &handshake, &connections, placement)
+                })
                 .collect();
             let snapshot = PoolSnapshot {
                 router: PoolRouter::with_all_live(&config),
@@ -134,8 +132,7 @@ impl Pool {
                 stats: Arc::default(),
                 connections,
                 rebuild: Mutex::new(()),
-                first_worker,
-                workers,
+                placement,
             }
         })
     }
@@ -178,7 +175,7 @@ impl Pool {
                             server,
                             &handshake,
                             &self.connections,
-                            self.placement(),
+                            self.placement,
                         )
                     }
                 }
@@ -245,18 +242,11 @@ impl Pool {
         }));
     }
 
-    fn placement(&self) -> Placement {
-        Placement {
-            first_worker: self.first_worker,
-            workers: self.workers,
-        }
-    }
-
     /// The worker a new client runs on: one that runs connections of this pool, so its
     /// requests stay on its thread; clients take turns among them.
     pub fn worker_for_client(&self, client_id: u64) -> usize {
         let connections = self.current.load().config.server_connections.max(1) as usize;
-        self.placement().client_worker(connections, client_id)
+        self.placement.client_worker(connections, client_id)
     }
 
     /// Counts a new client in, unless the pool's `client_connections` limit is reached: in
@@ -301,12 +291,18 @@ fn probe_kind(config: &PoolConfig) -> ProbeKind {
 
 /// Where a pool's connections run: connection `i` on worker `(first_worker + i) % workers`.
 #[derive(Clone, Copy, Debug)]
-struct Placement {
-    first_worker: usize,
-    workers: usize,
+pub struct Placement {
+    pub first_worker: usize,
+    pub workers: usize,
 }
 
 impl Placement {
+    /// How many workers run connections (and clients) of a pool with `connections` per
+    /// server: connections are never multiplied per worker.
+    pub fn owners(self, connections: usize) -> usize {
+        connections.clamp(1, self.workers.max(1))
+    }
+
     /// Which of a server's `len` connections a client on `worker` uses: one on its own worker
     /// when there is one (connections `first_local`, `first_local + workers`, …), the same one
     /// for every request of the client.
@@ -325,9 +321,8 @@ impl Placement {
     /// The worker for a new client when each server has `connections` connections: the
     /// workers that run one take turns, so a client's requests never leave its thread.
     fn client_worker(self, connections: usize, client_id: u64) -> usize {
-        let workers = self.workers.max(1);
-        let owners = connections.clamp(1, workers);
-        (self.first_worker + client_id as usize % owners) % workers
+        let owners = self.owners(connections);
+        (self.first_worker + client_id as usize % owners) % self.workers.max(1)
     }
 }
 
@@ -338,7 +333,7 @@ fn new_server(
     server: &crate::config::ServerConfig,
     handshake: &Arc<Vec<(&'static str, Bytes)>>,
     connections: &Arc<ConnectionStats>,
-    place: Placement,
+    placement: Placement,
 ) -> Arc<Server> {
     let info = Arc::new(ServerInfo {
         pool_name: config.name.clone(),
@@ -354,15 +349,14 @@ fn new_server(
     });
     let connections = (0..config.server_connections.max(1) as usize)
         .map(|i| {
-            let worker = place.first_worker + i;
+            let worker = placement.first_worker + i;
             spawn_connection(info.clone(), config.preconnect && i == 0, worker)
         })
         .collect();
     Arc::new(Server {
         info,
         connections,
-        first_worker: place.first_worker,
-        workers: place.workers,
+        placement,
     })
 }
 
