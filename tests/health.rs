@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::mc::McClient;
+use common::mc::{mc_hit, mc_set, mixed_round, text, McClient};
 use common::{free_port, local, MemcachedServer, ProxyProcess, RedisServer, RespClient, Value};
 
 fn ok() -> Value {
@@ -601,22 +601,6 @@ fn mc_pool_config(port: u16, backends: &[MemcachedServer], extra: &str) -> Strin
     conf
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn mc_set(key: &str, value: &str) -> Vec<u8> {
-    format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()).into_bytes()
-}
-
-fn mc_value(key: &str, value: &str) -> Vec<u8> {
-    format!("VALUE {key} 0 {}\r\n{value}\r\n", value.len()).into_bytes()
-}
-
-fn mc_hit(key: &str, value: &str) -> Vec<u8> {
-    [mc_value(key, value), b"END\r\n".to_vec()].concat()
-}
-
 /// The `(key, value)` pairs of a `VALUE … END` reply (flags 0), or `None` if it is not one.
 fn value_pairs(reply: &[u8]) -> Option<Vec<(String, String)>> {
     let mut pairs = Vec::new();
@@ -664,26 +648,7 @@ fn mc_hammer(
                 )
             })
             .collect();
-        let mut request = Vec::new();
-        let mut expected_replies = 0;
-        for (i, (key, value)) in pairs.iter().enumerate() {
-            if i % 10 == 9 {
-                request.extend(
-                    format!("set {key} 0 0 {} noreply\r\n{value}\r\n", value.len()).into_bytes(),
-                );
-            } else {
-                request.extend(mc_set(key, value));
-                expected_replies += 1;
-            }
-            request.extend(format!("get {key}\r\n").into_bytes());
-            expected_replies += 1;
-        }
-        request.extend(b"get");
-        for (key, _) in &pairs[..10] {
-            request.extend(format!(" {key}").into_bytes());
-        }
-        request.extend(b"\r\n");
-        expected_replies += 1;
+        let (request, expected_replies) = mixed_round(&pairs);
         conn.send(&request);
         let got = conn.read_replies(expected_replies);
         assert_eq!(

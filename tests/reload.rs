@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::mc::McClient;
+use common::mc::{mc_hit, mc_set, mc_value, mixed_round, text, McClient};
 use common::{free_port, local, MemcachedServer, ProxyProcess, RedisServer, RespClient, Value};
 use nix::sys::signal::Signal;
 
@@ -377,22 +377,6 @@ fn mc_pool(
     conf
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn mc_set(key: &str, value: &str) -> Vec<u8> {
-    format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()).into_bytes()
-}
-
-fn mc_value(key: &str, value: &str) -> Vec<u8> {
-    format!("VALUE {key} 0 {}\r\n{value}\r\n", value.len()).into_bytes()
-}
-
-fn mc_hit(key: &str, value: &str) -> Vec<u8> {
-    [mc_value(key, value), b"END\r\n".to_vec()].concat()
-}
-
 /// One round of a memcached load client: 50 `set`/`get` pairs with unique keys and values
 /// (every tenth `set` with `noreply`), then a multi-get of the first ten keys. Panics on a
 /// reply that belongs to another request, an error, or a closed connection; unless `strict`,
@@ -406,26 +390,7 @@ fn mc_round(conn: &mut McClient, c: usize, round: u64, strict: bool) {
             )
         })
         .collect();
-    let mut request = Vec::new();
-    let mut expected = 0;
-    for (i, (key, value)) in pairs.iter().enumerate() {
-        if i % 10 == 9 {
-            request.extend(
-                format!("set {key} 0 0 {} noreply\r\n{value}\r\n", value.len()).into_bytes(),
-            );
-        } else {
-            request.extend(mc_set(key, value));
-            expected += 1;
-        }
-        request.extend(format!("get {key}\r\n").into_bytes());
-        expected += 1;
-    }
-    request.extend(b"get");
-    for (key, _) in &pairs[..10] {
-        request.extend(format!(" {key}").into_bytes());
-    }
-    request.extend(b"\r\n");
-    expected += 1;
+    let (request, expected) = mixed_round(&pairs);
     conn.send(&request);
     let got = conn.read_replies(expected);
     assert_eq!(

@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::mc::McClient;
+use common::mc::{mc_hit, mc_set, mc_value, text, McClient};
 use common::{
     free_port, local, walnut_bin, MemcachedServer, ProxyProcess, RedisServer, RespClient, TempDir,
     Value,
@@ -228,23 +228,6 @@ fn start_mc(extra: &str) -> (Vec<MemcachedServer>, ProxyProcess, McClient) {
     let walnut = ProxyProcess::walnut(&mc_config(port, &backends, extra), &[local(port)]);
     let client = McClient::connect(local(port));
     (backends, walnut, client)
-}
-
-fn mc_set(key: &str, value: &str) -> Vec<u8> {
-    format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()).into_bytes()
-}
-
-/// One `VALUE` block (flags 0), without the `END`.
-fn mc_value(key: &str, value: &str) -> Vec<u8> {
-    format!("VALUE {key} 0 {}\r\n{value}\r\n", value.len()).into_bytes()
-}
-
-fn mc_hit(key: &str, value: &str) -> Vec<u8> {
-    [mc_value(key, value), b"END\r\n".to_vec()].concat()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]

@@ -181,3 +181,49 @@ impl McClient {
         (out, closed)
     }
 }
+
+/// Bytes as text, for assertions whose failure message should be readable.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A `set` (flags 0, no expiry) of `value` under `key`.
+pub fn mc_set(key: &str, value: &str) -> Vec<u8> {
+    format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()).into_bytes()
+}
+
+/// One `VALUE` block (flags 0), without the `END`.
+pub fn mc_value(key: &str, value: &str) -> Vec<u8> {
+    format!("VALUE {key} 0 {}\r\n{value}\r\n", value.len()).into_bytes()
+}
+
+/// A `get` hit: the key's `VALUE` block, then `END`.
+pub fn mc_hit(key: &str, value: &str) -> Vec<u8> {
+    [mc_value(key, value), b"END\r\n".to_vec()].concat()
+}
+
+/// The load clients' mixed pipeline over `pairs`: each pair's `set` (every tenth with
+/// `noreply`) followed by a `get` of its key, then one multi-get of the first ten keys.
+/// Returns the bytes and how many replies they expect.
+pub fn mixed_round(pairs: &[(String, String)]) -> (Vec<u8>, usize) {
+    let mut request = Vec::new();
+    let mut expected = 0;
+    for (i, (key, value)) in pairs.iter().enumerate() {
+        if i % 10 == 9 {
+            request.extend(
+                format!("set {key} 0 0 {} noreply\r\n{value}\r\n", value.len()).into_bytes(),
+            );
+        } else {
+            request.extend(mc_set(key, value));
+            expected += 1;
+        }
+        request.extend(format!("get {key}\r\n").into_bytes());
+        expected += 1;
+    }
+    request.extend(b"get");
+    for (key, _) in &pairs[..10] {
+        request.extend(format!(" {key}").into_bytes());
+    }
+    request.extend(b"\r\n");
+    (request, expected + 1)
+}
