@@ -7,7 +7,7 @@
 //!
 //! The doorman runs on worker 0, beside the accept loops that park clients in it.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -67,15 +67,6 @@ impl Admitted {
         }
         debug!("client {id} closed");
         drop(held);
-    }
-}
-
-impl AsFd for DetachedStream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            DetachedStream::Tcp(s) => s.as_fd(),
-            DetachedStream::Unix(s) => s.as_fd(),
-        }
     }
 }
 

@@ -33,6 +33,15 @@ pub enum DetachedStream {
     Unix(std::os::unix::net::UnixStream),
 }
 
+impl std::os::fd::AsFd for DetachedStream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            DetachedStream::Tcp(s) => s.as_fd(),
+            DetachedStream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
 impl Stream {
     /// Detaches the stream from this runtime's event loop, so another runtime can take it.
     pub fn detach(self) -> io::Result<DetachedStream> {
