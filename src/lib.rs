@@ -15,3 +15,4 @@ pub mod proxy;
 pub mod reload;
 pub mod route;
 pub mod stats;
+pub mod tls;

@@ -12,6 +12,8 @@ mod pool;
 mod server;
 mod settings;
 mod text;
+mod tls;
+mod tree;
 mod validate;
 mod yaml;
 
@@ -105,6 +107,31 @@ pub struct PoolConfig {
     pub health_probe: bool,
     /// Sorted by name, length first (twemproxy's `string_compare`).
     pub servers: Vec<ServerConfig>,
+    /// walnut: clients reach the pool over TLS (`tls:`).
+    pub tls: Option<ListenTls>,
+    /// walnut: the pool reaches its servers over TLS (`server_tls:`).
+    pub server_tls: Option<ServerTls>,
+}
+
+/// `tls:`: the certificate walnut shows its clients, and the CA their certificates must be
+/// signed by, when it asks for one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenTls {
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
+    /// When set, a client must present a certificate signed by this CA.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// `server_tls:`: how walnut verifies its servers, and the certificate it shows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTls {
+    /// The CA servers are verified against; the system's roots when absent.
+    pub ca_file: Option<std::path::PathBuf>,
+    pub cert_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
+    /// The name verified and sent as SNI; the server's host when absent.
+    pub server_name: Option<String>,
 }
 
 /// What happens to the keys of an ejected server.

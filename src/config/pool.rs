@@ -47,12 +47,15 @@ enum Directive {
     ServerFailureLimit,
     EjectPolicy,
     HealthProbe,
+    Tls,
+    ServerTls,
     Servers,
 }
 
 /// twemproxy's `conf_commands`, plus `reuseport` (added after 0.5.0), plus walnut's own
-/// `eject_policy` and `health_probe`. Case-sensitive.
-const DIRECTIVES: [(&str, Directive); 20] = [
+/// `eject_policy`, `health_probe`, and its nested directives (`yaml::TREE_DIRECTIVES`).
+/// Case-sensitive.
+const DIRECTIVES: [(&str, Directive); 22] = [
     ("listen", Directive::Listen),
     ("hash", Directive::Hash),
     ("hash_tag", Directive::HashTag),
@@ -72,6 +75,8 @@ const DIRECTIVES: [(&str, Directive); 20] = [
     ("server_failure_limit", Directive::ServerFailureLimit),
     ("eject_policy", Directive::EjectPolicy),
     ("health_probe", Directive::HealthProbe),
+    ("tls", Directive::Tls),
+    ("server_tls", Directive::ServerTls),
     ("servers", Directive::Servers),
 ];
 
@@ -162,6 +167,8 @@ struct Settings {
     /// Every `servers` entry seen, parsed or not.
     server_entries: usize,
     servers: Vec<ServerConfig>,
+    tls: Option<super::ListenTls>,
+    server_tls: Option<super::ServerTls>,
 }
 
 fn number(value: &str) -> Result<u32, Problem> {
@@ -230,6 +237,9 @@ impl Settings {
                 });
             }
             Directive::RedisAuth => self.redis_auth = Some(value.to_string()),
+            Directive::Tls | Directive::ServerTls => {
+                return Err(Problem::new("must be a mapping, not a value"))
+            }
             Directive::Servers => {
                 self.server_entries += 1;
                 let server =
@@ -238,6 +248,27 @@ impl Settings {
             }
         }
         Ok(())
+    }
+}
+
+impl Settings {
+    /// Applies one of walnut's nested directives (`yaml::TREE_DIRECTIVES`).
+    fn apply_tree(
+        &mut self,
+        directive: Directive,
+        node: &super::yaml::RawNode,
+        pool: &str,
+        errs: &mut Vec<ConfigError>,
+    ) {
+        match directive {
+            Directive::Tls => self.tls = super::tls::listen(node, pool, errs),
+            Directive::ServerTls => self.server_tls = super::tls::server(node, pool, errs),
+            _ => errs.push(ConfigError(format!(
+                "conf: pool '{pool}': directive takes a value, not {} {}",
+                node.kind(),
+                node.position()
+            ))),
+        }
     }
 }
 
@@ -282,6 +313,20 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
         let (values, in_seq): (Vec<&Scalar>, bool) = match &entry.value {
             RawValue::Scalar(v) => (vec![v], false),
             RawValue::Seq(items) => (items.iter().collect(), true),
+            RawValue::Tree(node) => {
+                if s.seen.contains(&directive) {
+                    err(format!(
+                        "conf: pool '{pool}': directive \"{name}\" is a duplicate {}",
+                        node.position()
+                    ));
+                    continue;
+                }
+                s.seen.push(directive);
+                let mut problems = Vec::new();
+                s.apply_tree(directive, node, &pool, &mut problems);
+                problems.into_iter().for_each(|p| err(p.0));
+                continue;
+            }
         };
         for value in values {
             let repeatable = directive == Directive::Servers;
@@ -390,6 +435,8 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
             eject_policy: s.eject_policy.unwrap_or_default(),
             health_probe: s.health_probe.unwrap_or(true),
             servers,
+            tls: s.tls,
+            server_tls: s.server_tls,
         }),
         _ => None,
     };

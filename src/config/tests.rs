@@ -532,3 +532,51 @@ fn walnut_settings_errors_are_collected_with_pool_errors() {
         ]
     );
 }
+
+#[test]
+fn nested_directives_take_flow_and_block_yaml_but_twemproxy_ones_do_not() {
+    // A flow collection under server_tls (walnut's nested directive) is accepted...
+    let c = ok("a:\n  listen: 127.0.0.1:22121\n  server_tls: {server_name: redis.internal}\n  servers:\n   - 127.0.0.1:6379:1\n");
+    let tls = c.pools[0].server_tls.as_ref().expect("server_tls");
+    assert_eq!(tls.server_name.as_deref(), Some("redis.internal"));
+    assert_eq!(tls.ca_file, None);
+    // ...and a nested sequence there does not count as a second sequence directive.
+    let c = ok("a:\n  listen: 127.0.0.1:22121\n  server_tls:\n    server_name: x.example\n  servers:\n   - 127.0.0.1:6379:1\n");
+    assert!(c.pools[0].server_tls.is_some());
+    // A flow collection under a twemproxy directive is still disallowed.
+    let errs = errors("a:\n  listen: 127.0.0.1:22121\n  servers: [127.0.0.1:6379:1]\n");
+    assert!(
+        errs.iter().any(|e| e.contains("flow sequence start token")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn nested_directive_problems_name_the_field_and_are_all_collected() {
+    let errs = errors(
+        "a:\n  listen: 127.0.0.1:22121\n  server_tls:\n    cert_file: /x.pem\n    color: blue\n    server_name: [a, b]\n  tls: yes\n  servers:\n   - 127.0.0.1:6379:1\n",
+    );
+    assert_eq!(
+        errs,
+        [
+            "conf: pool 'a': directive \"server_tls\" has an unknown key \"color\" (known: ca_file, cert_file, key_file, server_name) (line 5, column 12)",
+            "conf: pool 'a': directive \"server_tls.server_name\" must be a value, not a sequence (line 6, column 18)",
+            "conf: pool 'a': directive \"server_tls\" needs both \"cert_file\" and \"key_file\" for a client certificate, or neither (line 4, column 5)",
+            "conf: pool 'a': directive \"tls\" must be a mapping of cert_file, key_file, ca_file, not a scalar (line 7, column 8)",
+        ]
+    );
+}
+
+#[test]
+fn nested_directives_are_bounded_in_depth() {
+    let mut text = String::from("a:\n  listen: 127.0.0.1:22121\n  server_tls: ");
+    text.push_str(&"[".repeat(20));
+    text.push_str(&"]".repeat(20));
+    text.push_str("\n  servers:\n   - 127.0.0.1:6379:1\n");
+    let errs = errors(&text);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("nests deeper than 8 levels")),
+        "{errs:?}"
+    );
+}

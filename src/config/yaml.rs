@@ -3,7 +3,10 @@
 //! tags; the `pool: {key: scalar, ..., one block sequence}` shape) and yields a raw model
 //! that keeps key order and duplicates. Values are not interpreted here.
 //!
-//! walnut: the top-level key `walnut` is not a pool but a mapping of walnut's own settings.
+//! walnut: the top-level key `walnut` is not a pool but a mapping of walnut's own settings,
+//! and walnut's own nested directives ([`TREE_DIRECTIVES`]: `tls:`, `users:`, …) take any
+//! block or flow YAML (mappings, sequences, scalars) up to [`MAX_TREE_DEPTH`] levels, read
+//! into a [`RawNode`]. Everything twemproxy knows keeps twemproxy's shape rules.
 
 use saphyr_parser::{Event, Parser, Span};
 
@@ -24,7 +27,54 @@ pub(crate) enum RawValue {
     Scalar(Scalar),
     /// A block sequence: twemproxy applies the directive to each item in turn.
     Seq(Vec<Scalar>),
+    /// The whole value of one of walnut's nested directives ([`TREE_DIRECTIVES`]).
+    Tree(RawNode),
 }
+
+/// Any YAML value under one of walnut's nested directives, with its position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RawNode {
+    Scalar(Scalar),
+    Seq {
+        items: Vec<RawNode>,
+        line: usize,
+        col: usize,
+    },
+    /// Keys in file order, duplicates kept (the directive's parser reports them).
+    Map {
+        entries: Vec<(Scalar, RawNode)>,
+        line: usize,
+        col: usize,
+    },
+}
+
+impl RawNode {
+    /// `(line N, column M)` of where the node starts.
+    pub fn position(&self) -> String {
+        let (line, col) = match self {
+            RawNode::Scalar(s) => (s.line, s.col),
+            RawNode::Seq { line, col, .. } | RawNode::Map { line, col, .. } => (*line, *col),
+        };
+        position(line, col)
+    }
+
+    /// What the node is, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RawNode::Scalar(s) if s.text.is_empty() => "an empty value",
+            RawNode::Scalar(_) => "a scalar",
+            RawNode::Seq { .. } => "a sequence",
+            RawNode::Map { .. } => "a mapping",
+        }
+    }
+}
+
+/// Pool directives of walnut's own whose values are nested YAML (read whole as a
+/// [`RawNode`]); flow collections (`[a, b]`, `{k: v}`) are allowed inside them.
+pub(crate) const TREE_DIRECTIVES: [&str; 3] = ["tls", "server_tls", "users"];
+
+/// How deep a nested directive's value may go; deeper is an error, never a deep recursion.
+pub(crate) const MAX_TREE_DEPTH: usize = 8;
 
 /// One `key: value` line of a pool, in file order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,10 +207,12 @@ fn check_tokens(events: &Events<'_>, chars: &[char], file: &str) -> Vec<ConfigEr
     };
     // One entry per open collection: whether it is (inside) a flow collection.
     let mut in_flow: Vec<bool> = Vec::new();
+    let mut tree = TreeTracker::default();
 
     for (ev, span) in events {
         let start = span.start.index();
         let parent_flow = in_flow.last().copied().unwrap_or(false);
+        let flow_allowed = tree.step(ev);
         match ev {
             Event::DocumentStart(true) => {
                 for (line, name) in directives_before(chars, start) {
@@ -192,7 +244,7 @@ fn check_tokens(events: &Events<'_>, chars: &[char], file: &str) -> Vec<ConfigEr
                 let is_seq = matches!(ev, Event::SequenceStart(..));
                 let opener = if is_seq { '[' } else { '{' };
                 let flow = char_at(chars, start) == Some(opener);
-                if flow && !parent_flow {
+                if flow && !parent_flow && !flow_allowed {
                     if is_seq {
                         push("flow sequence start token (10)", span_pos(span));
                     } else {
@@ -214,6 +266,75 @@ fn check_tokens(events: &Events<'_>, chars: &[char], file: &str) -> Vec<ConfigEr
         }
     }
     errs
+}
+
+/// Follows the collections open in the event stream, to tell whether an event lies inside
+/// the value of one of walnut's nested directives (a pool's [`TREE_DIRECTIVES`] key), where
+/// flow collections are allowed.
+#[derive(Default)]
+struct TreeTracker {
+    /// One entry per open collection.
+    open: Vec<TreeFrame>,
+}
+
+struct TreeFrame {
+    mapping: bool,
+    /// In a mapping: the next node is a key.
+    key_next: bool,
+    /// The last key read in this mapping, when it is a tree directive's name.
+    tree_key: bool,
+    /// This collection lies inside a tree directive's value.
+    inside_tree: bool,
+}
+
+impl TreeTracker {
+    /// Takes one event; true when it lies inside a tree directive's value.
+    fn step(&mut self, ev: &Event<'_>) -> bool {
+        match ev {
+            Event::Scalar(text, ..) => {
+                let depth = self.open.len();
+                if let Some(top) = self.open.last_mut() {
+                    if top.mapping && top.key_next {
+                        top.key_next = false;
+                        // Depth 2: the keys of a pool's mapping.
+                        top.tree_key = depth == 2 && TREE_DIRECTIVES.contains(&text.as_ref());
+                        return top.inside_tree;
+                    }
+                    let inside = top.inside_tree || top.tree_key;
+                    top.key_next = top.mapping;
+                    return inside;
+                }
+                false
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                let mut inside = false;
+                if let Some(top) = self.open.last_mut() {
+                    let as_value = !(top.mapping && top.key_next);
+                    inside = top.inside_tree || (as_value && top.tree_key);
+                    if top.mapping {
+                        // A collection as a key (an error later) or as a value: the node
+                        // after it is the other one.
+                        top.key_next = as_value;
+                        if !as_value {
+                            top.tree_key = false;
+                        }
+                    }
+                }
+                self.open.push(TreeFrame {
+                    mapping: matches!(ev, Event::MappingStart(..)),
+                    key_next: true,
+                    tree_key: false,
+                    inside_tree: inside,
+                });
+                inside
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                self.open.pop();
+                false
+            }
+            _ => false,
+        }
+    }
 }
 
 /// `%NAME ...` lines before an explicit `---` at character index `end`: (1-based line, NAME).
@@ -464,6 +585,15 @@ impl Walker<'_, '_> {
             let Some(key) = key else { continue };
             let directive = one_line(&key.text);
 
+            if TREE_DIRECTIVES.contains(&key.text.as_str()) {
+                if let Some(node) = self.node(&pool, &directive, value_at, 1) {
+                    entries.push(RawEntry {
+                        key,
+                        value: RawValue::Tree(node),
+                    });
+                }
+                continue;
+            }
             match self.event(value_at) {
                 Some(Event::Scalar(..)) => {
                     if key.text == "servers" {
@@ -513,6 +643,68 @@ impl Walker<'_, '_> {
         }
 
         RawPool { name, entries }
+    }
+
+    /// The node starting at `at`, `depth` levels below its directive (bounded by
+    /// [`MAX_TREE_DEPTH`], so a hostile file cannot recurse deeply).
+    fn node(&mut self, pool: &str, directive: &str, at: usize, depth: usize) -> Option<RawNode> {
+        let (line, col) = match self.ev.get(at) {
+            Some((_, span)) => (span.start.line(), span.start.col() + 1),
+            None => (0, 0),
+        };
+        let collection = matches!(
+            self.event(at),
+            Some(Event::SequenceStart(..) | Event::MappingStart(..))
+        );
+        if collection && depth > MAX_TREE_DEPTH {
+            let why = format!(
+                "directive \"{directive}\" of pool '{pool}' nests deeper than {MAX_TREE_DEPTH} levels"
+            );
+            self.error(at, "has a depth greater than 2", &why);
+            return None;
+        }
+        match self.event(at) {
+            Some(Event::Scalar(..)) => self.scalar(at).map(RawNode::Scalar),
+            Some(Event::SequenceStart(..)) => {
+                let mut items = Vec::new();
+                let mut i = at + 1;
+                while !self.at_end(i) {
+                    let item = i;
+                    i = self.skip(item);
+                    items.extend(self.node(pool, directive, item, depth + 1));
+                }
+                Some(RawNode::Seq { items, line, col })
+            }
+            Some(Event::MappingStart(..)) => {
+                let mut entries = Vec::new();
+                let mut i = at + 1;
+                while !self.at_end(i) {
+                    let key_at = i;
+                    let value_at = self.skip(key_at);
+                    i = self.skip(value_at);
+                    let Some(key) = self.scalar(key_at) else {
+                        let why = format!(
+                            "directive \"{directive}\" of pool '{pool}' has {} where a key is expected",
+                            self.kind(key_at)
+                        );
+                        self.error(key_at, "has a depth greater than 2", &why);
+                        continue;
+                    };
+                    if let Some(value) = self.node(pool, directive, value_at, depth + 1) {
+                        entries.push((key, value));
+                    }
+                }
+                Some(RawNode::Map { entries, line, col })
+            }
+            _ => {
+                let why = format!(
+                    "directive \"{directive}\" of pool '{pool}' has {} as a value",
+                    self.kind(at)
+                );
+                self.error(at, "has a depth greater than 2", &why);
+                None
+            }
+        }
     }
 
     /// The items of the sequence starting at `start`; only scalars are allowed.

@@ -1,0 +1,162 @@
+//! TLS with rustls (ring, TLS 1.2 and 1.3 only): building the server config walnut shows its
+//! clients (`tls:`) and the client config it reaches backends with (`server_tls:`) from PEM
+//! files, checking that each key matches its certificate. `-t` and the proxy build them the
+//! same way, so a file that `-t` accepts is a file walnut can serve with.
+
+pub mod files;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+
+use crate::config::{ListenTls, ServerTls};
+
+/// Why a TLS config could not be built; `Display` names the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {what} '{path}': {reason}")]
+    File {
+        what: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("{what} '{path}' holds no PEM {expected}")]
+    Empty {
+        what: &'static str,
+        path: String,
+        expected: &'static str,
+    },
+    #[error("the key in '{key}' does not match the certificate in '{cert}'")]
+    KeyMismatch { cert: String, key: String },
+    #[error("{0}")]
+    Rustls(String),
+}
+
+fn shown(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn read_error(what: &'static str, path: &Path, e: impl std::fmt::Display) -> TlsError {
+    // The PEM parser's I/O errors carry the OS error; keep the message one line.
+    let reason = e.to_string().replace('\n', " ");
+    TlsError::File {
+        what,
+        path: shown(path),
+        reason,
+    }
+}
+
+/// Every certificate in a PEM file, in order (a chain: leaf first).
+pub fn load_certs(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| read_error(what, path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read_error(what, path, e))?;
+    if certs.is_empty() {
+        return Err(TlsError::Empty {
+            what,
+            path: shown(path),
+            expected: "certificate",
+        });
+    }
+    Ok(certs)
+}
+
+/// The first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => TlsError::Empty {
+            what: "key file",
+            path: shown(path),
+            expected: "private key",
+        },
+        other => read_error("key file", path, other),
+    })
+}
+
+/// The trust roots: the certificates of `ca_file`, else the system's.
+fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
+    let mut store = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in load_certs(path, "CA file")? {
+                store
+                    .add(cert)
+                    .map_err(|e| read_error("CA file", path, e))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            // Unreadable system certificates are skipped, as every rustls user does.
+            let _ = store.add_parsable_certificates(found.certs);
+        }
+    }
+    Ok(store)
+}
+
+/// ring: no C build beyond `cc`, no cmake (aws-lc-rs needs both). rustls deprecates it for
+/// lacking post-quantum key exchange, which Redis's own TLS (OpenSSL 3.0 in Debian 12) does
+/// not offer either.
+#[allow(deprecated)]
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate chain and its key, checked to belong together.
+fn certified_key(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<rustls::sign::CertifiedKey, TlsError> {
+    let chain = load_certs(cert_file, "certificate file")?;
+    let key = load_key(key_file)?;
+    rustls::sign::CertifiedKey::from_der(chain, key, &provider()).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
+            cert: shown(cert_file),
+            key: shown(key_file),
+        },
+        other => TlsError::Rustls(format!("'{}': {other}", shown(key_file))),
+    })
+}
+
+/// The config walnut accepts clients with.
+pub fn listen_config(tls: &ListenTls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let key = certified_key(&tls.cert_file, &tls.key_file)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let builder = match &tls.ca_file {
+        Some(ca) => {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots(Some(ca))?), provider())
+                    .build()
+                    .map_err(|e| TlsError::Rustls(format!("CA file '{}': {e}", shown(ca))))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)));
+    Ok(Arc::new(config))
+}
+
+/// The config walnut reaches its servers with.
+pub fn server_config(tls: &ServerTls) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_root_certificates(roots(tls.ca_file.as_deref())?);
+    let config = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let key = certified_key(cert, key)?;
+            builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)))
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
