@@ -120,6 +120,11 @@ pub struct ServerInfo {
 }
 
 impl ServerInfo {
+    /// How the pool reaches its servers over TLS now (`server_tls:`), if it does.
+    pub fn server_tls(&self) -> Option<Arc<crate::tls::Connector>> {
+        self.pool.upgrade()?.current.load().server_tls.clone()
+    }
+
     fn report_failure(&self, err: &BackendError) {
         if let Some(pool) = self.pool.upgrade() {
             pool.server_failed(self, err);
@@ -152,9 +157,12 @@ pub fn spawn_connection(
     tx
 }
 
-/// Connects to `addr`, resolving a hostname afresh.
-pub async fn connect(addr: &ServerAddr) -> Result<Stream, BackendError> {
-    match addr {
+/// Connects to `addr`, resolving a hostname afresh, and starts TLS over it with `tls`.
+pub async fn connect(
+    addr: &ServerAddr,
+    tls: Option<&crate::tls::Connector>,
+) -> Result<Stream, BackendError> {
+    let plain = match addr {
         ServerAddr::Tcp { host, port } => {
             let addrs = match tokio::net::lookup_host((host.as_str(), *port)).await {
                 Ok(addrs) => addrs.collect::<Vec<_>>(),
@@ -167,13 +175,48 @@ pub async fn connect(addr: &ServerAddr) -> Result<Stream, BackendError> {
                 .await
                 .map_err(|e| BackendError::from_io(&e))?;
             let _ = stream.set_nodelay(true);
-            Ok(Stream::Tcp(stream))
+            Stream::Tcp(stream)
         }
         ServerAddr::Unix { path } => UnixStream::connect(path)
             .await
             .map(Stream::Unix)
-            .map_err(|e| BackendError::from_io(&e)),
+            .map_err(|e| BackendError::from_io(&e))?,
+    };
+    match tls {
+        None => Ok(plain),
+        Some(tls) => start_tls(plain, addr, tls).await,
     }
+}
+
+/// The TLS handshake with a server: verified against `server_tls`'s CA (or the system's
+/// roots) under its `server_name`, else the server's host.
+async fn start_tls(
+    plain: Stream,
+    addr: &ServerAddr,
+    tls: &crate::tls::Connector,
+) -> Result<Stream, BackendError> {
+    let name = match (&tls.files().server_name, addr) {
+        (Some(name), _) => name.clone(),
+        (None, ServerAddr::Tcp { host, .. }) => host.clone(),
+        (None, ServerAddr::Unix { .. }) => {
+            return Err(BackendError::Tls(
+                "a unix socket server needs server_tls's server_name".into(),
+            ))
+        }
+    };
+    let name = rustls::pki_types::ServerName::try_from(name)
+        .map_err(|e| BackendError::Tls(format!("server name: {e}")))?;
+    let transport = super::stream::Transport::new(plain).map_err(|e| BackendError::Tls(e.to_string()))?;
+    let session = tokio_rustls::TlsConnector::from(tls.current())
+        .connect(name, transport)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::Other => {
+                BackendError::Tls(e.to_string())
+            }
+            _ => BackendError::from_io(&e),
+        })?;
+    Ok(Stream::tls(tokio_rustls::TlsStream::Client(session)))
 }
 
 /// Fails every request waiting to be sent: in `retry` and in the queue.
@@ -218,11 +261,13 @@ async fn connection_loop(
         // Connecting counts against the first request's timeout. twemproxy counts a server
         // connection from the moment it is created, before it connects.
         info.connections.opened();
+        let tls = info.server_tls();
+        let connecting = connect(&info.addr, tls.as_deref());
         let connected = match retry.front().and_then(|r| r.deadline) {
-            Some(deadline) => tokio::time::timeout_at(deadline, connect(&info.addr))
+            Some(deadline) => tokio::time::timeout_at(deadline, connecting)
                 .await
                 .unwrap_or(Err(BackendError::TimedOut)),
-            None => connect(&info.addr).await,
+            None => connecting.await,
         };
         match connected {
             Ok(stream) => {
@@ -417,6 +462,8 @@ async fn serve(
         }
         let deadline = pipe.next_deadline();
         let may_take = queue_open && pipe.in_flight.len() < MAX_IN_FLIGHT;
+        // TLS records of requests already handed over, still waiting for room in the socket.
+        let tls_pending = writer.has_pending();
         tokio::select! {
             biased;
             read = reader.read_buf(&mut buffer.input) => {
@@ -433,7 +480,7 @@ async fn serve(
                 }
                 buffer.make_room(decoder.bytes_wanted());
             }
-            written = write_some(&mut writer, &pipe.unwritten, pipe.front_written), if !pipe.unwritten.is_empty() => {
+            written = write_some(&mut writer, &pipe.unwritten, pipe.front_written), if !pipe.unwritten.is_empty() || tls_pending => {
                 match written {
                     Ok(n) => pipe.advance(n),
                     Err(e) => break BackendError::from_io(&e),

@@ -51,6 +51,17 @@ impl Admitted {
         });
     }
 
+    /// Starts the session of a TLS client whose handshake is done, on the client's worker.
+    pub fn start_tls(self, handoff: super::stream::TlsHandoff) {
+        let id = self.id;
+        workers::spawn_on(self.worker, async move {
+            match handoff.attach() {
+                Ok(stream) => self.serve(stream).await,
+                Err(e) => warn!("client {id}: registering the TLS connection failed: {e}"),
+            }
+        });
+    }
+
     async fn serve(self, stream: Stream) {
         let Admitted {
             pool,

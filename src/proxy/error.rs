@@ -22,6 +22,9 @@ pub enum BackendError {
     /// `distribution: server_name`: the key names no server of the pool.
     #[error("key '{key}' names no server in pool '{pool}'")]
     UnknownServerName { key: String, pool: String },
+    /// walnut: the TLS session with the server failed (`server_tls:`).
+    #[error("TLS with the server failed: {0}")]
+    Tls(String),
     /// Any other OS error, with its `strerror` text.
     #[error("{0}")]
     Os(String),

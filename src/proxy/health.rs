@@ -75,9 +75,10 @@ pub async fn probe(
     addr: &ServerAddr,
     kind: ProbeKind,
     handshake: &[bytes::Bytes],
+    tls: Option<&crate::tls::Connector>,
     limit: Duration,
 ) -> Result<(), BackendError> {
-    tokio::time::timeout(limit, probe_once(addr, kind, handshake))
+    tokio::time::timeout(limit, probe_once(addr, kind, handshake, tls))
         .await
         .unwrap_or(Err(BackendError::TimedOut))
 }
@@ -86,8 +87,9 @@ async fn probe_once(
     addr: &ServerAddr,
     kind: ProbeKind,
     handshake: &[bytes::Bytes],
+    tls: Option<&crate::tls::Connector>,
 ) -> Result<(), BackendError> {
-    let mut stream = super::backend::connect(addr).await?;
+    let mut stream = super::backend::connect(addr, tls).await?;
     let (mut reader, mut writer) = stream.split();
     let mut out = Vec::new();
     let expected_replies = match kind {
@@ -105,6 +107,11 @@ async fn probe_once(
     };
     writer
         .write_all(&out)
+        .await
+        .map_err(|e| BackendError::from_io(&e))?;
+    // A TLS session may still hold the records.
+    writer
+        .flush()
         .await
         .map_err(|e| BackendError::from_io(&e))?;
     let mut input = BytesMut::with_capacity(1024);

@@ -226,10 +226,15 @@ impl Listener {
                 worker,
                 held: (slot, guard),
             };
-            // The client waits for its first byte as a bare socket, not as a session.
-            match stream.detach() {
-                Ok(detached) => doorman.park(detached, client),
-                Err(e) => warn!("client {id}: detaching the connection failed: {e}"),
+            let tls = pool.current.load().listen_tls.clone();
+            match (stream.detach(), tls) {
+                // A TLS client's handshake starts at once, on the handshake thread.
+                (Ok(detached), Some(acceptor)) => {
+                    super::tls_accept::start(detached, client, acceptor)
+                }
+                // A plain client waits for its first byte as a bare socket, not as a session.
+                (Ok(detached), None) => doorman.park(detached, client),
+                (Err(e), _) => warn!("client {id}: detaching the connection failed: {e}"),
             }
         }
     }

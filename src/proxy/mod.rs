@@ -15,6 +15,7 @@ pub mod pool;
 pub mod redis_client;
 pub mod session;
 pub mod stream;
+pub mod tls_accept;
 pub mod workers;
 
 use std::path::PathBuf;
@@ -39,6 +40,22 @@ pub enum StartError {
     Bind(#[from] listener::BindError),
     #[error("cannot open the epoll set where new clients wait: {0}")]
     Doorman(#[from] std::io::Error),
+    #[error("pool '{pool}': {err}")]
+    Tls {
+        pool: String,
+        err: crate::tls::TlsError,
+    },
+}
+
+/// Builds a pool's TLS configs, or says which pool's files are wrong.
+fn pool_tls(
+    config: &PoolConfig,
+    current: Option<&pool::PoolSnapshot>,
+) -> Result<pool::PoolTls, StartError> {
+    pool::PoolTls::build(config, current).map_err(|err| StartError::Tls {
+        pool: config.name.clone(),
+        err,
+    })
 }
 
 /// One serving pool: its shared state, its listener task and its clients' drain signal.
@@ -63,6 +80,7 @@ impl PoolEntry {
     /// Binds and starts a pool (the listener is already bound).
     fn start(
         config: PoolConfig,
+        tls: pool::PoolTls,
         listener: Arc<Listener>,
         stats: &Stats,
         doorman: &Arc<Doorman>,
@@ -74,7 +92,7 @@ impl PoolEntry {
             config.servers.len()
         );
         let listen_text = config.listen_text.clone();
-        let pool = Pool::start(config, stats.connections().clone());
+        let pool = Pool::start(config, tls, stats.connections().clone());
         log_threads(&pool);
         let socket_file = listener.socket_path().map(|p| p.to_path_buf());
         let (drain, drain_rx) = watch::channel(false);
@@ -189,6 +207,10 @@ impl std::fmt::Display for ReloadSummary {
 
 /// Binds all listeners (in sorted pool order) and starts serving. Must run inside the runtime.
 pub fn start(config: Config, stats: Arc<Stats>) -> Result<Proxy, StartError> {
+    let mut tls = Vec::with_capacity(config.pools.len());
+    for pool in &config.pools {
+        tls.push(pool_tls(pool, None)?);
+    }
     let mut bound = Vec::with_capacity(config.pools.len());
     for pool in &config.pools {
         bound.push(Arc::new(listener::bind(pool)?));
@@ -197,8 +219,9 @@ pub fn start(config: Config, stats: Arc<Stats>) -> Result<Proxy, StartError> {
     let entries = config
         .pools
         .into_iter()
+        .zip(tls)
         .zip(bound)
-        .map(|(pool, listener)| PoolEntry::start(pool, listener, &stats, &doorman))
+        .map(|((pool, tls), listener)| PoolEntry::start(pool, tls, listener, &stats, &doorman))
         .collect();
     let proxy = Proxy {
         entries,
@@ -257,11 +280,21 @@ impl Proxy {
         // A pool keeps its listener and clients unless its name, its address or its protocol
         // changed: a client speaks the protocol it connected with, so a pool that switches
         // between Redis and memcached is replaced (its old clients drain) like a moved one.
+        // The same holds for TLS: a client speaks TLS or not from its first byte.
         let stays = |pool: &PoolConfig, entry: &PoolEntry| {
+            let current = entry.pool.current.load();
             entry.name() == pool.name
                 && entry.listen_text == pool.listen_text
-                && entry.pool.current.load().config.redis == pool.redis
+                && current.config.redis == pool.redis
+                && current.config.tls.is_some() == pool.tls.is_some()
         };
+        // TLS files are read before anything changes too.
+        let mut tls = Vec::with_capacity(config.pools.len());
+        for pool in &config.pools {
+            let entry = self.entries.iter().find(|entry| stays(pool, entry));
+            let current = entry.map(|e| e.pool.current.load_full());
+            tls.push(pool_tls(pool, current.as_deref())?);
+        }
         // Pools that need a listener: bind every new address first, so a bind failure
         // changes nothing; only then is a listen address a retiring pool holds handed over
         // to its successor.
@@ -305,13 +338,13 @@ impl Proxy {
             to_bind.push((pool.listen_text.clone(), listener));
         }
         let mut entries = Vec::with_capacity(config.pools.len());
-        for pool in config.pools {
+        for (pool, tls) in config.pools.into_iter().zip(tls) {
             match self.entries.iter().position(|entry| stays(&pool, entry)) {
                 Some(index) => {
                     let entry = self.entries.remove(index);
                     if *entry.pool.current.load().config != pool {
                         let name = pool.name.clone();
-                        let (added, removed) = entry.pool.reconfigure(pool);
+                        let (added, removed) = entry.pool.reconfigure(pool, tls);
                         summary
                             .servers_added
                             .extend(added.into_iter().map(|s| format!("{name}/{s}")));
@@ -331,7 +364,13 @@ impl Proxy {
                     };
                     let listener = to_bind.swap_remove(index).1;
                     summary.pools_added.push(pool.name.clone());
-                    entries.push(PoolEntry::start(pool, listener, &self.stats, &self.doorman));
+                    entries.push(PoolEntry::start(
+                        pool,
+                        tls,
+                        listener,
+                        &self.stats,
+                        &self.doorman,
+                    ));
                 }
             }
         }

@@ -18,6 +18,7 @@ use super::workers;
 use crate::config::{EjectPolicy, PoolConfig};
 use crate::route::PoolRouter;
 use crate::stats::{ConnectionStats, PoolStats, ServerStats};
+use crate::tls;
 
 /// One backend server and its connections.
 #[derive(Debug)]
@@ -55,6 +56,81 @@ pub struct PoolSnapshot {
     pub config: Arc<PoolConfig>,
     pub router: PoolRouter,
     pub servers: Vec<Arc<Server>>,
+    /// How clients reach the pool over TLS (`tls:`), if they do.
+    pub listen_tls: Option<Arc<tls::Acceptor>>,
+    /// How the pool reaches its servers over TLS (`server_tls:`), if it does.
+    pub server_tls: Option<Arc<tls::Connector>>,
+}
+
+/// A pool's TLS configs, built before the pool starts or changes (so a file that went bad
+/// since `-t` changes nothing).
+#[derive(Debug, Default, Clone)]
+pub struct PoolTls {
+    pub listen: Option<Arc<tls::Acceptor>>,
+    pub server: Option<Arc<tls::Connector>>,
+}
+
+/// How often a pool looks at its certificate, key and CA files.
+const TLS_FILES_CHECK: Duration = Duration::from_secs(1);
+
+/// Rebuilds a pool's TLS configs when their files change on disk (certificate rotation):
+/// new handshakes use the new files, open sessions go on as they are. Stops with the pool.
+async fn watch_tls_files(pool: Weak<Pool>) {
+    loop {
+        tokio::time::sleep(TLS_FILES_CHECK).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let snapshot = pool.current.load();
+        let name = &snapshot.config.name;
+        let listen = snapshot.listen_tls.as_ref().map(|l| ("tls", l.refresh(false)));
+        let server = snapshot
+            .server_tls
+            .as_ref()
+            .map(|s| ("server_tls", s.refresh(false)));
+        for (directive, refresh) in listen.into_iter().chain(server) {
+            match refresh {
+                tls::Refresh::Rebuilt => tracing::info!(
+                    "pool '{name}': the {directive} files changed; new TLS sessions use them"
+                ),
+                tls::Refresh::Failed(err) => warn!(
+                    "pool '{name}': the {directive} files changed but cannot be used ({err}); TLS sessions keep the previous ones"
+                ),
+                tls::Refresh::Unchanged | tls::Refresh::StillFailing => {}
+            }
+        }
+    }
+}
+
+impl PoolTls {
+    /// The configs for `config`: the ones `current` already serves with when their files
+    /// are the same (re-read now, as a reload re-reads every file), else new ones.
+    pub fn build(
+        config: &PoolConfig,
+        current: Option<&PoolSnapshot>,
+    ) -> Result<PoolTls, tls::TlsError> {
+        fn side<C, F: tls::Source<Config = C> + Clone + PartialEq>(
+            files: Option<&F>,
+            current: Option<&Arc<tls::Live<C, F>>>,
+        ) -> Result<Option<Arc<tls::Live<C, F>>>, tls::TlsError> {
+            let Some(files) = files else { return Ok(None) };
+            if let Some(live) = current.filter(|live| live.files() == files) {
+                if let tls::Refresh::Failed(err) = live.refresh(true) {
+                    return Err(err);
+                }
+                return Ok(Some(live.clone()));
+            }
+            Ok(Some(Arc::new(tls::Live::new(files)?)))
+        }
+        Ok(PoolTls {
+            listen: side(
+                config.tls.as_ref(),
+                current.and_then(|c| c.listen_tls.as_ref()),
+            )?,
+            server: side(
+                config.server_tls.as_ref(),
+                current.and_then(|c| c.server_tls.as_ref()),
+            )?,
+        })
+    }
 }
 
 /// A pool's shared state: the current snapshot and its live client count.
@@ -102,7 +178,11 @@ fn handshake_for(config: &PoolConfig) -> Vec<(&'static str, Bytes)> {
 impl Pool {
     /// Builds a pool and starts its backend connection tasks (which connect lazily unless
     /// `preconnect`). Must run inside the tokio runtime.
-    pub fn start(config: PoolConfig, connections: Arc<ConnectionStats>) -> Arc<Pool> {
+    pub fn start(
+        config: PoolConfig,
+        tls: PoolTls,
+        connections: Arc<ConnectionStats>,
+    ) -> Arc<Pool> {
         let config = Arc::new(config);
         let workers = workers::count();
         // The first pool starts on worker 0, where clients are accepted: its new clients need
@@ -125,7 +205,11 @@ impl Pool {
                 router: PoolRouter::with_all_live(&config),
                 config: config.clone(),
                 servers,
+                listen_tls: tls.listen,
+                server_tls: tls.server,
             };
+            // Every pool: a reload may give it `server_tls:` later.
+            tokio::spawn(watch_tls_files(pool.clone()));
             Pool {
                 current: ArcSwap::from_pointee(snapshot),
                 clients: AtomicUsize::new(0),
@@ -142,7 +226,11 @@ impl Pool {
     /// ones leave the snapshot, and their connections close once their in-flight requests are
     /// answered. The new routing table is swapped in at once: requests already routed finish
     /// on their old server. Returns the names of the servers added and removed.
-    pub fn reconfigure(self: &Arc<Pool>, config: PoolConfig) -> (Vec<String>, Vec<String>) {
+    pub fn reconfigure(
+        self: &Arc<Pool>,
+        config: PoolConfig,
+        tls: PoolTls,
+    ) -> (Vec<String>, Vec<String>) {
         let _serial = self
             .rebuild
             .lock()
@@ -192,6 +280,8 @@ impl Pool {
             config,
             router,
             servers,
+            listen_tls: tls.listen,
+            server_tls: tls.server,
         }));
         (added, removed)
     }
@@ -239,6 +329,8 @@ impl Pool {
             config: current.config.clone(),
             router: router_for(&current.config, &current.servers),
             servers: current.servers.clone(),
+            listen_tls: current.listen_tls.clone(),
+            server_tls: current.server_tls.clone(),
         }));
     }
 
@@ -377,8 +469,15 @@ async fn return_after_retry_timeout(pool: Weak<Pool>, server: Arc<Server>) {
                 .map(|(_, f)| f.clone())
                 .collect();
             let limit = Duration::from_millis(config.timeout_ms.unwrap_or(1000).max(100));
-            if let Err(err) =
-                health::probe(&server.info.addr, server.info.probe, &handshake, limit).await
+            let tls = server.info.server_tls();
+            if let Err(err) = health::probe(
+                &server.info.addr,
+                server.info.probe,
+                &handshake,
+                tls.as_deref(),
+                limit,
+            )
+            .await
             {
                 warn!(
                     "pool '{}': server '{}' is still failing its health probe ({err}); retrying in {} ms",

@@ -432,6 +432,8 @@ pub async fn serve_client<P: Protocol>(
         reuse_input(&mut input, large_input);
         // A client that does not read its replies is not read from either.
         let may_read = core.closing.is_none() && core.has_room();
+        // TLS records of replies already handed over, still waiting for room in the socket.
+        let tls_pending = writer.has_pending();
         tokio::select! {
             biased;
             Some(reply) = next_reply(&mut replies) => {
@@ -440,7 +442,7 @@ pub async fn serve_client<P: Protocol>(
                     core.accept_reply(reply);
                 }
             }
-            written = out.write_to(&mut writer), if !out.is_empty() => {
+            written = out.write_to(&mut writer), if !out.is_empty() || tls_pending => {
                 if let Err(e) = written {
                     debug!(client = id, "client write failed: {e}");
                     failed = true;

@@ -1,29 +1,159 @@
-//! A TCP or unix-socket stream, split into borrowed halves without a lock.
+//! A TCP or unix-socket stream, plain or under TLS, split into borrowed halves.
+//!
+//! Plain halves share no lock. A TLS session is one rustls state that both halves use, so
+//! they share it through a mutex; both are polled from the one task that owns the stream, so
+//! it is never contended. A TLS session can also move between threads between its handshake
+//! and its first request ([`TlsHandoff`]): the socket leaves one event loop and joins another
+//! while the rustls state travels with it.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::{Mutex, MutexGuard};
+use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{tcp, unix, TcpStream, UnixStream};
 
-/// A connected stream of either family.
+/// A connected stream of either family, plain or under TLS.
 #[derive(Debug)]
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<Mutex<TlsSession>>),
 }
+
+/// A TLS session (walnut as the server, or as a client of a backend) over its socket.
+pub type TlsSession = tokio_rustls::TlsStream<Transport>;
 
 /// The reading half of a [`Stream`].
 pub enum ReadHalf<'a> {
     Tcp(tcp::ReadHalf<'a>),
     Unix(unix::ReadHalf<'a>),
+    Tls(&'a Mutex<TlsSession>),
 }
 
 /// The writing half of a [`Stream`].
 pub enum WriteHalf<'a> {
     Tcp(tcp::WriteHalf<'a>),
     Unix(unix::WriteHalf<'a>),
+    Tls(&'a Mutex<TlsSession>),
+}
+
+fn lock(session: &Mutex<TlsSession>) -> MutexGuard<'_, TlsSession> {
+    session
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The plain socket under a TLS session: empty while the session moves to another thread.
+#[derive(Debug)]
+pub struct Transport(Option<Stream>);
+
+impl Transport {
+    /// Wraps a plain stream (a TLS one is refused: no TLS over TLS).
+    pub fn new(stream: Stream) -> io::Result<Transport> {
+        match stream {
+            Stream::Tls(_) => Err(io::Error::other("TLS over TLS")),
+            plain => Ok(Transport(Some(plain))),
+        }
+    }
+
+    fn gone() -> io::Error {
+        io::Error::new(io::ErrorKind::NotConnected, "the socket is being moved")
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Some(Stream::Tcp(s)) => Pin::new(s).poll_read(cx, buf),
+            Some(Stream::Unix(s)) => Pin::new(s).poll_read(cx, buf),
+            _ => Poll::Ready(Err(Transport::gone())),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            Some(Stream::Tcp(s)) => Pin::new(s).poll_write(cx, buf),
+            Some(Stream::Unix(s)) => Pin::new(s).poll_write(cx, buf),
+            _ => Poll::Ready(Err(Transport::gone())),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            Some(Stream::Tcp(s)) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Some(Stream::Unix(s)) => Pin::new(s).poll_write_vectored(cx, bufs),
+            _ => Poll::Ready(Err(Transport::gone())),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Some(Stream::Tcp(s)) => Pin::new(s).poll_flush(cx),
+            Some(Stream::Unix(s)) => Pin::new(s).poll_flush(cx),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Some(Stream::Tcp(s)) => Pin::new(s).poll_shutdown(cx),
+            Some(Stream::Unix(s)) => Pin::new(s).poll_shutdown(cx),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+fn transport_of(session: &mut TlsSession) -> &mut Transport {
+    match session {
+        tokio_rustls::TlsStream::Client(s) => s.get_mut().0,
+        tokio_rustls::TlsStream::Server(s) => s.get_mut().0,
+    }
+}
+
+/// A TLS session whose handshake is done, on its way to the thread that will serve it: the
+/// rustls state, and the socket detached from the event loop it came from.
+#[derive(Debug)]
+pub struct TlsHandoff {
+    session: TlsSession,
+    socket: DetachedStream,
+}
+
+impl TlsHandoff {
+    /// Detaches the session's socket from this thread's event loop.
+    pub fn new(mut session: TlsSession) -> io::Result<TlsHandoff> {
+        let socket = transport_of(&mut session)
+            .0
+            .take()
+            .ok_or_else(Transport::gone)?
+            .detach()?;
+        Ok(TlsHandoff { session, socket })
+    }
+
+    /// Registers the socket with this thread's event loop and puts it back under the session.
+    pub fn attach(mut self) -> io::Result<Stream> {
+        transport_of(&mut self.session).0 = Some(Stream::attach(self.socket)?);
+        Ok(Stream::Tls(Box::new(Mutex::new(self.session))))
+    }
 }
 
 /// A [`Stream`] detached from its runtime, to be handed to another worker.
@@ -43,12 +173,19 @@ impl std::os::fd::AsFd for DetachedStream {
 }
 
 impl Stream {
-    /// Detaches the stream from this runtime's event loop, so another runtime can take it.
+    /// Detaches a plain stream from this runtime's event loop, so another runtime can take
+    /// it (a TLS one moves as a [`TlsHandoff`]).
     pub fn detach(self) -> io::Result<DetachedStream> {
         match self {
             Stream::Tcp(s) => s.into_std().map(DetachedStream::Tcp),
             Stream::Unix(s) => s.into_std().map(DetachedStream::Unix),
+            Stream::Tls(_) => Err(io::Error::other("a TLS stream moves as a TlsHandoff")),
         }
+    }
+
+    /// A TLS session, as a stream.
+    pub fn tls(session: TlsSession) -> Stream {
+        Stream::Tls(Box::new(Mutex::new(session)))
     }
 
     /// Registers a detached stream with the current runtime (it is still non-blocking).
@@ -70,7 +207,27 @@ impl Stream {
                 let (r, w) = s.split();
                 (ReadHalf::Unix(r), WriteHalf::Unix(w))
             }
+            Stream::Tls(session) => (ReadHalf::Tls(session), WriteHalf::Tls(session)),
         }
+    }
+}
+
+impl WriteHalf<'_> {
+    /// True when TLS records of bytes already accepted are still waiting for room in the
+    /// socket: the owner must [`WriteHalf::flush_pending`] them even with nothing new to say.
+    pub fn has_pending(&self) -> bool {
+        match self {
+            WriteHalf::Tls(session) => match &*lock(session) {
+                tokio_rustls::TlsStream::Client(s) => s.get_ref().1.wants_write(),
+                tokio_rustls::TlsStream::Server(s) => s.get_ref().1.wants_write(),
+            },
+            _ => false,
+        }
+    }
+
+    /// Writes what [`WriteHalf::has_pending`] says is waiting.
+    pub async fn flush_pending(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_flush(cx)).await
     }
 }
 
@@ -83,6 +240,7 @@ impl AsyncRead for ReadHalf<'_> {
         match self.get_mut() {
             ReadHalf::Tcp(r) => Pin::new(r).poll_read(cx, buf),
             ReadHalf::Unix(r) => Pin::new(r).poll_read(cx, buf),
+            ReadHalf::Tls(session) => Pin::new(&mut *lock(session)).poll_read(cx, buf),
         }
     }
 }
@@ -96,6 +254,9 @@ impl AsyncWrite for WriteHalf<'_> {
         match self.get_mut() {
             WriteHalf::Tcp(w) => Pin::new(w).poll_write(cx, buf),
             WriteHalf::Unix(w) => Pin::new(w).poll_write(cx, buf),
+            WriteHalf::Tls(session) => {
+                tls_write(&mut lock(session), cx, |s, cx| Pin::new(s).poll_write(cx, buf))
+            }
         }
     }
 
@@ -107,6 +268,9 @@ impl AsyncWrite for WriteHalf<'_> {
         match self.get_mut() {
             WriteHalf::Tcp(w) => Pin::new(w).poll_write_vectored(cx, bufs),
             WriteHalf::Unix(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            WriteHalf::Tls(session) => tls_write(&mut lock(session), cx, |s, cx| {
+                Pin::new(s).poll_write_vectored(cx, bufs)
+            }),
         }
     }
 
@@ -118,6 +282,7 @@ impl AsyncWrite for WriteHalf<'_> {
         match self.get_mut() {
             WriteHalf::Tcp(w) => Pin::new(w).poll_flush(cx),
             WriteHalf::Unix(w) => Pin::new(w).poll_flush(cx),
+            WriteHalf::Tls(session) => Pin::new(&mut *lock(session)).poll_flush(cx),
         }
     }
 
@@ -125,15 +290,31 @@ impl AsyncWrite for WriteHalf<'_> {
         match self.get_mut() {
             WriteHalf::Tcp(w) => Pin::new(w).poll_shutdown(cx),
             WriteHalf::Unix(w) => Pin::new(w).poll_shutdown(cx),
+            WriteHalf::Tls(session) => Pin::new(&mut *lock(session)).poll_shutdown(cx),
         }
     }
+}
+
+/// One write into a TLS session. What was accepted before must be on the socket before more
+/// is taken, so the session buffers at most one write's records; then the new records go out
+/// as far as the socket takes them, and the rest waits for [`WriteHalf::flush_pending`].
+fn tls_write(
+    session: &mut TlsSession,
+    cx: &mut Context<'_>,
+    write: impl FnOnce(&mut TlsSession, &mut Context<'_>) -> Poll<io::Result<usize>>,
+) -> Poll<io::Result<usize>> {
+    ready!(Pin::new(&mut *session).poll_flush(cx))?;
+    let written = ready!(write(session, cx))?;
+    // An error here shows again on the next write or flush.
+    let _ = Pin::new(&mut *session).poll_flush(cx);
+    Poll::Ready(Ok(written))
 }
 
 /// Buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 
 /// One write of `buffers` (the first [`MAX_IOVECS`] of them) in order; returns the bytes
-/// written. The iovec array lives only inside each poll, so a task waiting here does not carry
+/// written. With no buffers, it flushes a TLS session's pending records and returns 0. The iovec array lives only inside each poll, so a task waiting here does not carry
 /// it; a single buffer needs none.
 pub async fn write_buffers<'b, I>(writer: &mut WriteHalf<'_>, buffers: I) -> io::Result<usize>
 where
@@ -142,7 +323,8 @@ where
     std::future::poll_fn(|cx| {
         let mut rest = buffers.clone();
         let Some(first) = rest.next() else {
-            return Poll::Ready(Ok(0));
+            // Nothing new: push out what a TLS session still holds (`WriteHalf::has_pending`).
+            return Pin::new(&mut *writer).poll_flush(cx).map_ok(|()| 0);
         };
         let Some(second) = rest.next() else {
             return Pin::new(&mut *writer).poll_write(cx, first);

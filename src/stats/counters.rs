@@ -149,6 +149,11 @@ pub struct PoolStats {
     /// Fragments created from multi-key requests. twemproxy 0.5.0 never increments it (always
     /// 0); the data path should leave it alone when it wants byte-compatible figures.
     pub fragments: Counter,
+    /// walnut: TLS handshakes with clients that succeeded (`tls:` pools).
+    pub tls_handshakes: Counter,
+    /// walnut: TLS clients closed before their session: a failed or unfinished handshake,
+    /// or a client that did not speak TLS.
+    pub tls_handshake_failures: Counter,
     /// From a request's arrival to its reply being written to the client.
     pub request_latency: LatencyHistogram,
     /// Requests by command.

@@ -44,7 +44,7 @@ type PoolFigure = fn(&PoolStats) -> u64;
 type ServerFigure = fn(&ServerStats) -> u64;
 
 /// (name without `_total`/unit, unit, type, help, read).
-const POOL_FIGURES: [(&str, Option<Unit>, MetricType, &str, PoolFigure); 6] = [
+const POOL_FIGURES: [(&str, Option<Unit>, MetricType, &str, PoolFigure); 8] = [
     (
         "walnut_pool_client_eof",
         None,
@@ -86,6 +86,20 @@ const POOL_FIGURES: [(&str, Option<Unit>, MetricType, &str, PoolFigure); 6] = [
         MetricType::Counter,
         "Fragments created from multi-key requests (JSON fragments).",
         |p| p.fragments.get(),
+    ),
+    (
+        "walnut_pool_tls_handshakes",
+        None,
+        MetricType::Counter,
+        "TLS handshakes with clients that succeeded (tls: pools).",
+        |p| p.tls_handshakes.get(),
+    ),
+    (
+        "walnut_pool_tls_handshake_failures",
+        None,
+        MetricType::Counter,
+        "TLS clients closed before their session: failed or unfinished handshakes, and clients that did not speak TLS.",
+        |p| p.tls_handshake_failures.get(),
     ),
 ];
 

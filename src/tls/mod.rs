@@ -160,3 +160,118 @@ pub fn server_config(tls: &ServerTls) -> Result<Arc<rustls::ClientConfig>, TlsEr
     };
     Ok(Arc::new(config))
 }
+
+/// The rustls config a pool's side serves with now, rebuilt when its files change.
+#[derive(Debug)]
+pub struct Live<C, F> {
+    config: arc_swap::ArcSwap<C>,
+    files: F,
+    watch: std::sync::Mutex<Watch>,
+}
+
+/// The files' stamps as last seen, and the last rebuild's error while it keeps failing.
+#[derive(Debug)]
+struct Watch {
+    files: files::Watched,
+    failing: Option<TlsError>,
+}
+
+/// What [`Live::refresh`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refresh {
+    Unchanged,
+    /// New handshakes use the new files.
+    Rebuilt,
+    /// The files changed but do not make a config; the old one stays.
+    Failed(TlsError),
+    /// The same failure as last time.
+    StillFailing,
+}
+
+/// The client-facing side of a pool (`tls:`): new handshakes take the current config.
+pub type Acceptor = Live<rustls::ServerConfig, ListenTls>;
+/// The server-facing side of a pool (`server_tls:`).
+pub type Connector = Live<rustls::ClientConfig, ServerTls>;
+
+/// How a [`Live`] config is built from its files.
+pub trait Source: Sized {
+    type Config;
+    fn build(&self) -> Result<Arc<Self::Config>, TlsError>;
+    fn paths(&self) -> Vec<&Path>;
+}
+
+impl Source for ListenTls {
+    type Config = rustls::ServerConfig;
+    fn build(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        listen_config(self)
+    }
+    fn paths(&self) -> Vec<&Path> {
+        let mut paths = vec![self.cert_file.as_path(), self.key_file.as_path()];
+        paths.extend(self.ca_file.as_deref());
+        paths
+    }
+}
+
+impl Source for ServerTls {
+    type Config = rustls::ClientConfig;
+    fn build(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        server_config(self)
+    }
+    fn paths(&self) -> Vec<&Path> {
+        [&self.ca_file, &self.cert_file, &self.key_file]
+            .into_iter()
+            .filter_map(|p| p.as_deref())
+            .collect()
+    }
+}
+
+impl<F: Source + Clone + PartialEq> Live<F::Config, F> {
+    /// Builds the config from `files`.
+    pub fn new(files: &F) -> Result<Live<F::Config, F>, TlsError> {
+        let watch = Watch {
+            files: files::Watched::new(files.paths()),
+            failing: None,
+        };
+        Ok(Live {
+            config: arc_swap::ArcSwap::new(files.build()?),
+            files: files.clone(),
+            watch: std::sync::Mutex::new(watch),
+        })
+    }
+
+    /// The config new handshakes use.
+    pub fn current(&self) -> Arc<F::Config> {
+        self.config.load_full()
+    }
+
+    /// The files it is built from.
+    pub fn files(&self) -> &F {
+        &self.files
+    }
+
+    /// Re-reads the files when any changed since the last look, or the last rebuild failed
+    /// (a file caught half-written), or `force`. On a failure the old config stays.
+    pub fn refresh(&self, force: bool) -> Refresh {
+        let mut watch = self
+            .watch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let changed = watch.files.changed();
+        if !changed && !force && watch.failing.is_none() {
+            return Refresh::Unchanged;
+        }
+        match self.files.build() {
+            Ok(config) => {
+                self.config.store(config);
+                watch.failing = None;
+                Refresh::Rebuilt
+            }
+            // Said once per distinct problem, not once per look.
+            Err(err) if watch.failing.as_ref() == Some(&err) => Refresh::StillFailing,
+            Err(err) => {
+                watch.failing = Some(err.clone());
+                Refresh::Failed(err)
+            }
+        }
+    }
+}
