@@ -206,7 +206,8 @@ async fn start_tls(
     };
     let name = rustls::pki_types::ServerName::try_from(name)
         .map_err(|e| BackendError::Tls(format!("server name: {e}")))?;
-    let transport = super::stream::Transport::new(plain).map_err(|e| BackendError::Tls(e.to_string()))?;
+    let transport =
+        super::stream::Transport::new(plain).map_err(|e| BackendError::Tls(e.to_string()))?;
     let session = tokio_rustls::TlsConnector::from(tls.current())
         .connect(name, transport)
         .await

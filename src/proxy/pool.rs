@@ -81,7 +81,10 @@ async fn watch_tls_files(pool: Weak<Pool>) {
         let Some(pool) = pool.upgrade() else { return };
         let snapshot = pool.current.load();
         let name = &snapshot.config.name;
-        let listen = snapshot.listen_tls.as_ref().map(|l| ("tls", l.refresh(false)));
+        let listen = snapshot
+            .listen_tls
+            .as_ref()
+            .map(|l| ("tls", l.refresh(false)));
         let server = snapshot
             .server_tls
             .as_ref()
@@ -178,11 +181,7 @@ fn handshake_for(config: &PoolConfig) -> Vec<(&'static str, Bytes)> {
 impl Pool {
     /// Builds a pool and starts its backend connection tasks (which connect lazily unless
     /// `preconnect`). Must run inside the tokio runtime.
-    pub fn start(
-        config: PoolConfig,
-        tls: PoolTls,
-        connections: Arc<ConnectionStats>,
-    ) -> Arc<Pool> {
+    pub fn start(config: PoolConfig, tls: PoolTls, connections: Arc<ConnectionStats>) -> Arc<Pool> {
         let config = Arc::new(config);
         let workers = workers::count();
         // The first pool starts on worker 0, where clients are accepted: its new clients need

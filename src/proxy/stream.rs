@@ -254,9 +254,9 @@ impl AsyncWrite for WriteHalf<'_> {
         match self.get_mut() {
             WriteHalf::Tcp(w) => Pin::new(w).poll_write(cx, buf),
             WriteHalf::Unix(w) => Pin::new(w).poll_write(cx, buf),
-            WriteHalf::Tls(session) => {
-                tls_write(&mut lock(session), cx, |s, cx| Pin::new(s).poll_write(cx, buf))
-            }
+            WriteHalf::Tls(session) => tls_write(&mut lock(session), cx, |s, cx| {
+                Pin::new(s).poll_write(cx, buf)
+            }),
         }
     }
 

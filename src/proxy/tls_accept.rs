@@ -79,10 +79,7 @@ async fn handshake(socket: DetachedStream, client: Admitted, acceptor: Arc<Accep
             return;
         }
         Ok(Err(why)) => why,
-        Err(_) => format!(
-            "no handshake within {} s",
-            HANDSHAKE_TIMEOUT.as_secs()
-        ),
+        Err(_) => format!("no handshake within {} s", HANDSHAKE_TIMEOUT.as_secs()),
     };
     stats.tls_handshake_failures.inc();
     debug!(

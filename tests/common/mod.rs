@@ -5,6 +5,7 @@
 pub mod mc;
 pub mod raw;
 pub mod resp;
+pub mod tls;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

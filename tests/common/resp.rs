@@ -67,6 +67,13 @@ impl RespClient {
         }
     }
 
+    /// A client over any connected stream (a TLS one, say).
+    pub fn over(stream: impl Read + Write + 'static) -> RespClient {
+        RespClient {
+            reader: BufReader::new(Box::new(stream)),
+        }
+    }
+
     /// Sends raw bytes.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.reader
