@@ -71,6 +71,19 @@ fn listen_tls(pki: &Pki, with_ca: bool) -> String {
     format!("    cert_file: {d}/server.crt\n    key_file: {d}/server.key\n{ca}")
 }
 
+/// walnut with a `tls:` pool in front of `redis` and `/metrics`: (listen port, metrics port).
+fn walnut_with_metrics(pki: &Pki, redis: &TlsRedis) -> (u16, u16, ProxyProcess) {
+    let listen = free_port();
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let walnut = ProxyProcess::walnut_with(
+        &secure_pool(pki, listen, &listen_tls(pki, false), redis),
+        &[local(listen)],
+        &["--metrics", &metrics_addr],
+    );
+    (listen, metrics_port, walnut)
+}
+
 fn metrics(port: u16) -> String {
     let mut stream = std::net::TcpStream::connect(local(port)).expect("connect to /metrics");
     stream
@@ -166,14 +179,7 @@ fn clients_that_fail_tls_get_nothing_and_the_next_client_is_served() {
     let dir = TempDir::new("tls-refused");
     let pki = Pki::new(&dir.path);
     let redis = TlsRedis::start(&pki);
-    let listen = free_port();
-    let metrics_port = free_port();
-    let metrics_addr = format!("127.0.0.1:{metrics_port}");
-    let _walnut = ProxyProcess::walnut_with(
-        &secure_pool(&pki, listen, &listen_tls(&pki, false), &redis),
-        &[local(listen)],
-        &["--metrics", &metrics_addr],
-    );
+    let (listen, metrics_port, _walnut) = walnut_with_metrics(&pki, &redis);
     let trusted = client_config(&pki.path("ca.crt"), None);
     let failures = "walnut_pool_tls_handshake_failures_total{pool=\"secure\"}";
 
@@ -191,7 +197,7 @@ fn clients_that_fail_tls_get_nothing_and_the_next_client_is_served() {
 
     // A client that trusts another CA refuses walnut's certificate.
     let stranger = client_config(&pki.path("other-ca.crt"), None);
-    let refused = connect(listen, \&stranger).expect_err("the handshake fails");
+    let refused = connect(listen, &stranger).expect_err("the handshake fails");
     assert!(
         refused.to_string().contains("invalid peer certificate"),
         "{refused}"
@@ -409,42 +415,30 @@ fn dash_t_checks_that_tls_files_exist_parse_and_match() {
     let (ok, text) = test_conf(&pool(&listen_tls(&pki, true)), &pki.dir);
     assert!(ok, "{text}");
 
-    let mismatched = format!("    cert_file: {d}/server.crt\n    key_file: {d}/client.key\n");
-    let (ok, text) = test_conf(&pool(&mismatched), &pki.dir);
-    assert!(!ok);
-    assert!(
-        text.contains(&format!(
-            "conf: pool 'p': directive \"tls\" cannot be used: the key in '{d}/client.key' does not match the certificate in '{d}/server.crt'"
-        )),
-        "{text}"
-    );
-
-    let missing = format!("    cert_file: {d}/nope.crt\n    key_file: {d}/server.key\n");
-    let (ok, text) = test_conf(&pool(&missing), &pki.dir);
-    assert!(!ok);
-    assert!(
-        text.contains(&format!("cannot read certificate file '{d}/nope.crt'")),
-        "{text}"
-    );
-
     std::fs::write(pki.path("junk.pem"), b"no PEM here\n").unwrap();
-    let junk = format!("    cert_file: {d}/junk.pem\n    key_file: {d}/server.key\n");
-    let (ok, text) = test_conf(&pool(&junk), &pki.dir);
-    assert!(!ok);
-    assert!(
-        text.contains(&format!(
-            "certificate file '{d}/junk.pem' holds no PEM certificate"
-        )),
-        "{text}"
-    );
-
-    let no_key = format!("    cert_file: {d}/server.crt\n");
-    let (ok, text) = test_conf(&pool(&no_key), &pki.dir);
-    assert!(!ok);
-    assert!(
-        text.contains("conf: pool 'p': directive \"tls\" needs \"key_file\""),
-        "{text}"
-    );
+    let refused = [
+        (
+            format!("    cert_file: {d}/server.crt\n    key_file: {d}/client.key\n"),
+            format!("conf: pool 'p': directive \"tls\" cannot be used: the key in '{d}/client.key' does not match the certificate in '{d}/server.crt'"),
+        ),
+        (
+            format!("    cert_file: {d}/nope.crt\n    key_file: {d}/server.key\n"),
+            format!("cannot read certificate file '{d}/nope.crt'"),
+        ),
+        (
+            format!("    cert_file: {d}/junk.pem\n    key_file: {d}/server.key\n"),
+            format!("certificate file '{d}/junk.pem' holds no PEM certificate"),
+        ),
+        (
+            format!("    cert_file: {d}/server.crt\n"),
+            "conf: pool 'p': directive \"tls\" needs \"key_file\"".to_string(),
+        ),
+    ];
+    for (tls, expected) in refused {
+        let (ok, text) = test_conf(&pool(&tls), &pki.dir);
+        assert!(!ok, "{tls}");
+        assert!(text.contains(&expected), "{text}");
+    }
 }
 
 #[test]
@@ -452,14 +446,7 @@ fn a_client_that_never_starts_its_handshake_is_closed_and_counted() {
     let dir = TempDir::new("tls-silent");
     let pki = Pki::new(&dir.path);
     let redis = TlsRedis::start(&pki);
-    let listen = free_port();
-    let metrics_port = free_port();
-    let metrics_addr = format!("127.0.0.1:{metrics_port}");
-    let _walnut = ProxyProcess::walnut_with(
-        &secure_pool(&pki, listen, &listen_tls(&pki, false), &redis),
-        &[local(listen)],
-        &["--metrics", &metrics_addr],
-    );
+    let (listen, metrics_port, _walnut) = walnut_with_metrics(&pki, &redis);
     let mut silent = std::net::TcpStream::connect(local(listen)).unwrap();
     // Longer than walnut's handshake limit (10 s): the read ends with walnut's close.
     silent
