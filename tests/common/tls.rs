@@ -148,6 +148,15 @@ impl Pki {
 
 /// A client config trusting `ca`, showing `client` (cert, key) when given.
 pub fn client_config(ca: &Path, client: Option<(&Path, &Path)>) -> Arc<rustls::ClientConfig> {
+    client_config_for(ca, client, rustls::DEFAULT_VERSIONS)
+}
+
+/// [`client_config`] speaking only the TLS `versions` given.
+pub fn client_config_for(
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
@@ -155,7 +164,7 @@ pub fn client_config(ca: &Path, client: Option<(&Path, &Path)>) -> Arc<rustls::C
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots);
     let config = match client {
