@@ -2,6 +2,7 @@
 //! processes on free loopback ports, each stopped by its PID when dropped.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod mc;
 pub mod raw;
 pub mod resp;
