@@ -176,12 +176,18 @@ fn run(
         serve_until_stopped(signals, reload, &log_target, &log_control).await?;
         send_notify("STOPPING=1");
         loga!(
-            "stopping: no new clients; draining requests in flight (up to {} ms)",
+            "stopping: no new clients; answering what clients send until they are quiet (up to {} ms)",
             drain_timeout.as_millis()
         );
-        let left = proxy.drain(drain_timeout).await;
-        if left > 0 {
-            warn!("drain timeout: closing {left} clients with requests still in flight");
+        let report = proxy.drain(drain_timeout).await;
+        if report.cut_clients > 0 {
+            warn!(
+                "drain timeout: closed {} clients with {} requests they had sent unanswered",
+                report.cut_clients, report.cut_requests
+            );
+        }
+        if report.still_open > 0 {
+            warn!("drain timeout: {} clients still open", report.still_open);
         }
         loga!("stopped");
         anyhow::Ok(())

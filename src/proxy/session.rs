@@ -8,13 +8,16 @@
 //! completes when every part has answered.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use std::future::Future;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Duration, Instant};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::backend::{BackendRequest, ClientReply, ReplyTo};
 use super::error::BackendError;
@@ -32,6 +35,24 @@ const MAX_PENDING_OUTPUT: usize = 32 * 1024 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// A read buffer at least this large is reused whole for the next frame.
 const LARGE_INPUT: usize = 64 * 1024;
+/// A draining client that has sent nothing for this long, with everything answered, is closed.
+const DRAIN_QUIET: Duration = Duration::from_millis(100);
+/// At the drain deadline, how much of what a client sent but walnut never read is read to
+/// count its requests for the log.
+const CUT_COUNT_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The drain signal: `None` while serving, then when a draining session must close whatever
+/// it still holds.
+pub type DrainDeadline = Option<Instant>;
+
+/// What the drain deadline cut off, over a pool's sessions (reported by the drain).
+#[derive(Debug, Default)]
+pub struct DrainTally {
+    /// Clients closed at the deadline with requests unanswered.
+    pub clients: AtomicUsize,
+    /// Requests they had sent (read or still in the socket) that got no reply.
+    pub requests: AtomicUsize,
+}
 
 /// One protocol's side of a session: decoding, dispatch and its error replies.
 pub trait Protocol: Send + 'static {
@@ -44,6 +65,10 @@ pub trait Protocol: Send + 'static {
 
     /// The reply a client sees for a proxy-side failure.
     fn error_reply(err: &BackendError) -> Bytes;
+
+    /// Decodes and discards the complete requests in `input`, returning how many there were
+    /// (to count what the drain deadline cut off).
+    fn count_requests(&mut self, input: &mut BytesMut) -> usize;
 }
 
 /// Combines the replies of a split request's parts into one reply.
@@ -92,8 +117,6 @@ pub enum Closing {
     Quit,
     /// Malformed framing: answer what came before, then the error, then close.
     ProtocolError,
-    /// walnut is stopping: answer what is in flight, then close.
-    Drain,
 }
 
 /// The protocol-independent state of one client connection.
@@ -374,12 +397,33 @@ fn target(snapshot: &PoolSnapshot, server: usize) -> Result<&Arc<Server>, Backen
     Ok(server)
 }
 
+/// A session's drain: stop when quiet, or at the deadline.
+struct Draining {
+    deadline: Instant,
+    /// Fires [`DRAIN_QUIET`] after the last read.
+    quiet: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Draining {
+    fn new(deadline: Instant) -> Draining {
+        Draining {
+            deadline,
+            quiet: Box::pin(tokio::time::sleep(DRAIN_QUIET)),
+        }
+    }
+}
+
 /// Serves one client until it closes, fails, or walnut drains it.
+///
+/// Draining (`shutdown` holds a deadline), the session goes on reading and answering
+/// everything the client sends, and closes between requests once the client has been quiet
+/// for [`DRAIN_QUIET`] with every reply written, or at the deadline, counting in
+/// `pool.drain_cut` the requests it had been sent and could not answer.
 pub async fn serve_client<P: Protocol>(
     mut stream: Stream,
     pool: Arc<Pool>,
     id: u64,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<DrainDeadline>,
 ) {
     let mut replies = None;
     let mut protocol = P::new(&pool.current.load());
@@ -406,14 +450,15 @@ pub async fn serve_client<P: Protocol>(
     // The size of `input`'s allocation when it is a large one (see `grow_input`), else 0.
     let mut large_input = 0;
     let mut out = Outbox::default();
-    if *shutdown.borrow() {
-        core.closing = Some(Closing::Drain);
-    }
+    let mut draining = shutdown.borrow().map(Draining::new);
     // One wait for the drain signal for the whole session: making a fresh one on every turn
     // of the loop costs more than the rest of a request's bookkeeping.
     let mut drain_signal = std::pin::pin!(async move {
-        // A closed channel (the pool is gone) also means drain.
-        let _ = shutdown.changed().await;
+        match shutdown.wait_for(Option::is_some).await {
+            Ok(deadline) => deadline.unwrap_or_else(Instant::now),
+            // A closed channel (the pool is gone) also means drain, now.
+            Err(_) => Instant::now(),
+        }
     });
 
     loop {
@@ -426,12 +471,16 @@ pub async fn serve_client<P: Protocol>(
             handle_input(&mut protocol, &mut core, &pool, &mut input);
             core.move_ready_replies(&mut out);
         }
-        if core.closing.is_some() && core.slots.is_empty() && out.is_empty() {
+        let answered = core.slots.is_empty() && out.is_empty();
+        if core.closing.is_some() && answered {
             break;
         }
+        // Between requests: everything answered and no request begun.
+        let between_requests = answered && input.is_empty();
         reuse_input(&mut input, large_input);
         // A client that does not read its replies is not read from either.
         let may_read = core.closing.is_none() && core.has_room();
+        let deadline = draining.as_ref().map(|d| d.deadline);
         tokio::select! {
             biased;
             Some(reply) = next_reply(&mut replies) => {
@@ -448,13 +497,31 @@ pub async fn serve_client<P: Protocol>(
                 }
             }
             // Before the read, so a client that never stops sending still sees the drain.
-            _ = &mut drain_signal, if core.closing.is_none() => {
-                core.closing = Some(Closing::Drain);
+            deadline = &mut drain_signal, if draining.is_none() => {
+                draining = Some(Draining::new(deadline));
+            }
+            _ = until(deadline), if deadline.is_some() => {
+                if !between_requests {
+                    let cut = count_unanswered(&mut protocol, core.slots.len(), &mut reader, &mut input).await;
+                    warn!("client {id}: the drain deadline closes it with {cut} requests it sent unanswered");
+                    pool.drain_cut.clients.fetch_add(1, Ordering::AcqRel);
+                    pool.drain_cut.requests.fetch_add(cut, Ordering::AcqRel);
+                }
+                break;
+            }
+            _ = quiet(&mut draining), if between_requests && core.closing.is_none() => {
+                debug!(client = id, "draining: the client is quiet, closing it");
+                break;
             }
             read = reader.read_buf(&mut input), if may_read => {
                 match read {
                     Ok(0) => core.closing = Some(Closing::Eof),
-                    Ok(_) => handle_input(&mut protocol, &mut core, &pool, &mut input),
+                    Ok(_) => {
+                        if let Some(draining) = &mut draining {
+                            draining.quiet.as_mut().reset(Instant::now() + DRAIN_QUIET);
+                        }
+                        handle_input(&mut protocol, &mut core, &pool, &mut input)
+                    }
                     Err(e) => {
                         debug!(client = id, "client read failed: {e}");
                         failed = true;
@@ -473,6 +540,48 @@ pub async fn serve_client<P: Protocol>(
     } else {
         pool.stats.client_eof.inc();
     }
+}
+
+/// Sleeps until `deadline`; pending forever without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes when a draining session's quiet moment has passed; pending when not draining.
+async fn quiet(draining: &mut Option<Draining>) {
+    match draining {
+        Some(draining) => draining.quiet.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The requests a client sent that will get no reply when its session closes now: those in
+/// flight or waiting to be written, and the complete ones read but not decoded or still in
+/// the socket (read here without waiting, up to [`CUT_COUNT_LIMIT`]).
+async fn count_unanswered<P: Protocol>(
+    protocol: &mut P,
+    in_flight: usize,
+    reader: &mut super::stream::ReadHalf<'_>,
+    input: &mut BytesMut,
+) -> usize {
+    while input.len() < CUT_COUNT_LIMIT {
+        input.reserve(READ_CHUNK);
+        let mut read = std::pin::pin!(reader.read_buf(input));
+        let now = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match read.as_mut().poll(cx) {
+                std::task::Poll::Ready(Ok(n)) => n,
+                _ => 0,
+            })
+        })
+        .await;
+        if now == 0 {
+            break;
+        }
+    }
+    in_flight + protocol.count_requests(input)
 }
 
 /// Makes room in a client's read buffer: doubling with what is buffered, so a large frame
