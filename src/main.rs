@@ -12,12 +12,16 @@ use tracing::{error, warn};
 use walnut::cli::{self, Command, Options};
 use walnut::config;
 use walnut::loga;
-use walnut::ops::{daemon, limits, log, notify, pidfile::PidFile};
+use walnut::ops::{daemon, fatal, limits, log, notify, pidfile::PidFile};
 
 /// How often `--watch-config` looks at the config file.
 const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn main() -> ExitCode {
+    // Before any thread starts, so every thread inherits the mask (see ops::fatal).
+    if let Err(err) = fatal::block() {
+        eprintln!("{}: blocking fatal signals failed: {err}", cli::PROGRAM);
+    }
     let options = match cli::parse(std::env::args_os().skip(1)) {
         Ok(Command::Help) => {
             eprint!("{}{}", cli::version_text(), cli::usage_text());
@@ -119,6 +123,7 @@ fn run(
         None => log::LogTarget::stderr(),
     };
     let log_control = log::init(options.verbosity, log_target.clone(), options.log_format);
+    fatal::watch().context("starting the fatal-signal thread")?;
     let _pidfile = match &options.pid_file {
         Some(path) => Some(
             PidFile::create(path)
