@@ -15,6 +15,7 @@ pub mod pool;
 pub mod redis_client;
 pub mod session;
 pub mod stream;
+pub mod timers;
 pub mod workers;
 
 use std::path::PathBuf;

@@ -24,6 +24,7 @@ use super::error::BackendError;
 use super::outbox::Outbox;
 use super::pool::{Pool, PoolSnapshot, Server};
 use super::stream::Stream;
+use super::timers::{drain_end, Drain, DrainEnd, IdleRelease};
 use crate::config::EjectPolicy;
 use crate::route::RouteError;
 use crate::stats::PoolStats;
@@ -35,8 +36,6 @@ const MAX_PENDING_OUTPUT: usize = 32 * 1024 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// A read buffer at least this large is reused whole for the next frame.
 const LARGE_INPUT: usize = 64 * 1024;
-/// A draining client that has sent nothing for this long, with everything answered, is closed.
-const DRAIN_QUIET: Duration = Duration::from_millis(100);
 /// At the drain deadline, how much of what a client sent but walnut never read is read to
 /// count its requests for the log.
 const CUT_COUNT_LIMIT: usize = 16 * 1024 * 1024;
@@ -358,6 +357,19 @@ impl Core {
         self.unwritten = out.len();
     }
 
+    /// Gives back what a session between requests holds: its reply channel (made again on
+    /// the next forwarded request) and its slot queue. Only with no slot left, so no server
+    /// still holds a sender for a reply.
+    fn release_buffers(&mut self, replies: &mut Option<mpsc::UnboundedReceiver<ClientReply>>) {
+        if !self.slots.is_empty() {
+            return;
+        }
+        self.slots = VecDeque::new();
+        self.reply_tx = None;
+        self.fresh_replies = None;
+        *replies = None;
+    }
+
     /// Starts a new batch: requests read now time out at now + the pool's `timeout`.
     pub fn start_batch(&mut self, snapshot: &PoolSnapshot) {
         self.batch_arrived = Instant::now();
@@ -397,27 +409,11 @@ fn target(snapshot: &PoolSnapshot, server: usize) -> Result<&Arc<Server>, Backen
     Ok(server)
 }
 
-/// A session's drain: stop when quiet, or at the deadline.
-struct Draining {
-    deadline: Instant,
-    /// Fires [`DRAIN_QUIET`] after the last read.
-    quiet: std::pin::Pin<Box<tokio::time::Sleep>>,
-}
-
-impl Draining {
-    fn new(deadline: Instant) -> Draining {
-        Draining {
-            deadline,
-            quiet: Box::pin(tokio::time::sleep(DRAIN_QUIET)),
-        }
-    }
-}
-
 /// Serves one client until it closes, fails, or walnut drains it.
 ///
 /// Draining (`shutdown` holds a deadline), the session goes on reading and answering
 /// everything the client sends, and closes between requests once the client has been quiet
-/// for [`DRAIN_QUIET`] with every reply written, or at the deadline, counting in
+/// for a moment ([`super::timers::DRAIN_QUIET`]) with every reply written, or at the deadline, counting in
 /// `pool.drain_cut` the requests it had been sent and could not answer.
 pub async fn serve_client<P: Protocol>(
     mut stream: Stream,
@@ -450,7 +446,8 @@ pub async fn serve_client<P: Protocol>(
     // The size of `input`'s allocation when it is a large one (see `grow_input`), else 0.
     let mut large_input = 0;
     let mut out = Outbox::default();
-    let mut draining = shutdown.borrow().map(Draining::new);
+    let mut draining = shutdown.borrow().map(Drain::new);
+    let mut idle = IdleRelease::default();
     // One wait for the drain signal for the whole session: making a fresh one on every turn
     // of the loop costs more than the rest of a request's bookkeeping.
     let mut drain_signal = std::pin::pin!(async move {
@@ -477,10 +474,12 @@ pub async fn serve_client<P: Protocol>(
         }
         // Between requests: everything answered and no request begun.
         let between_requests = answered && input.is_empty();
+        if between_requests && !idle.is_armed() && holds_buffers(&core, &input, &out) {
+            idle.arm();
+        }
         reuse_input(&mut input, large_input);
         // A client that does not read its replies is not read from either.
         let may_read = core.closing.is_none() && core.has_room();
-        let deadline = draining.as_ref().map(|d| d.deadline);
         tokio::select! {
             biased;
             Some(reply) = next_reply(&mut replies) => {
@@ -498,10 +497,12 @@ pub async fn serve_client<P: Protocol>(
             }
             // Before the read, so a client that never stops sending still sees the drain.
             deadline = &mut drain_signal, if draining.is_none() => {
-                draining = Some(Draining::new(deadline));
+                draining = Some(Drain::new(deadline));
             }
-            _ = until(deadline), if deadline.is_some() => {
-                if !between_requests {
+            end = drain_end(&mut draining, between_requests && core.closing.is_none()) => {
+                if end == DrainEnd::Quiet {
+                    debug!(client = id, "draining: the client is quiet, closing it");
+                } else if !between_requests {
                     let cut = count_unanswered(&mut protocol, core.slots.len(), &mut reader, &mut input).await;
                     warn!("client {id}: the drain deadline closes it with {cut} requests it sent unanswered");
                     pool.drain_cut.clients.fetch_add(1, Ordering::AcqRel);
@@ -509,17 +510,20 @@ pub async fn serve_client<P: Protocol>(
                 }
                 break;
             }
-            _ = quiet(&mut draining), if between_requests && core.closing.is_none() => {
-                debug!(client = id, "draining: the client is quiet, closing it");
-                break;
+            _ = idle.elapsed(), if between_requests => {
+                core.release_buffers(&mut replies);
+                out.release();
+                input = BytesMut::new();
+                large_input = 0;
             }
-            read = reader.read_buf(&mut input), if may_read => {
+            read = read_into(&mut reader, &mut input), if may_read => {
                 match read {
                     Ok(0) => core.closing = Some(Closing::Eof),
                     Ok(_) => {
                         if let Some(draining) = &mut draining {
-                            draining.quiet.as_mut().reset(Instant::now() + DRAIN_QUIET);
+                            draining.heard();
                         }
+                        idle.heard();
                         handle_input(&mut protocol, &mut core, &pool, &mut input)
                     }
                     Err(e) => {
@@ -528,7 +532,11 @@ pub async fn serve_client<P: Protocol>(
                         break;
                     }
                 }
-                if input.capacity() - input.len() < READ_CHUNK / 4 {
+                if input.is_empty() && large_input == 0 {
+                    // Everything read was decoded: the buffer goes with its requests, and the
+                    // next read takes a fresh one, so a client between requests holds none.
+                    input = BytesMut::new();
+                } else if input.capacity() - input.len() < READ_CHUNK / 4 {
                     grow_input(&mut input, &mut large_input);
                 }
             }
@@ -542,20 +550,25 @@ pub async fn serve_client<P: Protocol>(
     }
 }
 
-/// Sleeps until `deadline`; pending forever without one.
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
+/// Whether a session between requests holds memory an idle one would give back.
+fn holds_buffers(core: &Core, input: &BytesMut, out: &Outbox) -> bool {
+    core.reply_tx.is_some()
+        || core.slots.capacity() > 0
+        || input.capacity() > 0
+        || out.holds_memory()
 }
 
-/// Completes when a draining session's quiet moment has passed; pending when not draining.
-async fn quiet(draining: &mut Option<Draining>) {
-    match draining {
-        Some(draining) => draining.quiet.as_mut().await,
-        None => std::future::pending().await,
+/// Reads from the client into `input`; an empty `input` with no buffer gets one only once the
+/// socket is readable, so a client waiting between requests holds no read buffer.
+async fn read_into(
+    reader: &mut super::stream::ReadHalf<'_>,
+    input: &mut BytesMut,
+) -> std::io::Result<usize> {
+    if input.capacity() == 0 {
+        reader.readable().await?;
+        input.reserve(READ_CHUNK);
     }
+    reader.read_buf(input).await
 }
 
 /// The requests a client sent that will get no reply when its session closes now: those in

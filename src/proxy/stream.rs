@@ -74,6 +74,16 @@ impl Stream {
     }
 }
 
+impl ReadHalf<'_> {
+    /// Waits until the stream is readable, without a buffer to read into.
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            ReadHalf::Tcp(r) => r.readable().await,
+            ReadHalf::Unix(r) => r.readable().await,
+        }
+    }
+}
+
 impl AsyncRead for ReadHalf<'_> {
     fn poll_read(
         self: Pin<&mut Self>,
