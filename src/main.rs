@@ -12,12 +12,16 @@ use tracing::{error, warn};
 use walnut::cli::{self, Command, Options};
 use walnut::config;
 use walnut::loga;
-use walnut::ops::{daemon, limits, log, notify, pidfile::PidFile};
+use walnut::ops::{daemon, fatal, limits, log, notify, pidfile::PidFile};
 
 /// How often `--watch-config` looks at the config file.
 const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn main() -> ExitCode {
+    // Before any thread starts, so every thread inherits the mask (see ops::fatal).
+    if let Err(err) = fatal::block() {
+        eprintln!("{}: blocking fatal signals failed: {err}", cli::PROGRAM);
+    }
     let options = match cli::parse(std::env::args_os().skip(1)) {
         Ok(Command::Help) => {
             eprint!("{}{}", cli::version_text(), cli::usage_text());
@@ -119,6 +123,7 @@ fn run(
         None => log::LogTarget::stderr(),
     };
     let log_control = log::init(options.verbosity, log_target.clone(), options.log_format);
+    fatal::watch().context("starting the fatal-signal thread")?;
     let _pidfile = match &options.pid_file {
         Some(path) => Some(
             PidFile::create(path)
@@ -176,12 +181,18 @@ fn run(
         serve_until_stopped(signals, reload, &log_target, &log_control).await?;
         send_notify("STOPPING=1");
         loga!(
-            "stopping: no new clients; draining requests in flight (up to {} ms)",
+            "stopping: no new clients; answering what clients send until they are quiet (up to {} ms)",
             drain_timeout.as_millis()
         );
-        let left = proxy.drain(drain_timeout).await;
-        if left > 0 {
-            warn!("drain timeout: closing {left} clients with requests still in flight");
+        let report = proxy.drain(drain_timeout).await;
+        if report.cut_clients > 0 {
+            warn!(
+                "drain timeout: closed {} clients with {} requests they had sent unanswered",
+                report.cut_clients, report.cut_requests
+            );
+        }
+        if report.still_open > 0 {
+            warn!("drain timeout: {} clients still open", report.still_open);
         }
         loga!("stopped");
         anyhow::Ok(())

@@ -268,15 +268,7 @@ fn sigterm_drains_requests_in_flight_before_exiting_0() {
     let dir = TempDir::new("cli-drain");
     let backend = RedisServer::start();
     let port = free_port();
-    let conf = dir.file("walnut.yml");
-    std::fs::write(
-        &conf,
-        format!(
-            "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n   - {}\n",
-            backend.server_line(1, None)
-        ),
-    )
-    .unwrap();
+    let conf = common::write_redis_conf(&dir, port, &backend);
     let pidfile = dir.file("walnut.pid");
     let mut walnut = Command::new(walnut_bin())
         .args([

@@ -737,11 +737,11 @@ fn drain_timeout_bounds_the_stop() {
     assert!(took < Duration::from_secs(5), "stopped after {took:?}");
     let log = walnut.log();
     assert!(
-        log.contains("draining requests in flight (up to 300 ms)"),
+        log.contains("answering what clients send until they are quiet (up to 300 ms)"),
         "{log}"
     );
     assert!(
-        log.contains("drain timeout: closing 1 clients with requests still in flight"),
+        log.contains("drain timeout: closed 1 clients with 1 requests they had sent unanswered"),
         "{log}"
     );
 }

@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 use super::memcache_client::MemcacheProtocol;
 use super::pool::{ClientGuard, Pool};
 use super::redis_client::RedisProtocol;
-use super::session::serve_client;
+use super::session::{serve_client, DrainDeadline};
 use super::stream::{DetachedStream, Stream};
 use super::workers;
 use crate::ops::limits::ClientSlot;
@@ -29,7 +29,7 @@ use crate::ops::limits::ClientSlot;
 pub struct Admitted {
     pub pool: Arc<Pool>,
     pub id: u64,
-    pub shutdown: watch::Receiver<bool>,
+    pub shutdown: watch::Receiver<DrainDeadline>,
     pub redis: bool,
     /// The worker its session runs on.
     pub worker: usize,
@@ -194,8 +194,11 @@ impl Doorman {
         }
     }
 
-    /// Closes the waiting clients whose pool is draining: they have nothing in flight.
+    /// Closes the waiting clients whose pool is draining: they have sent nothing. Those whose
+    /// first bytes have arrived are started instead: their session answers them.
     pub fn close_draining(&self) {
+        let mut events = vec![EpollEvent::empty(); EVENTS_PER_WAKE];
+        while self.start_ready(&mut events) == events.len() {}
         let closing: Vec<Waiting> = {
             let mut slots = self.slots();
             let draining: Vec<usize> = slots
@@ -204,7 +207,7 @@ impl Doorman {
                 .enumerate()
                 .filter_map(|(index, entry)| {
                     let shutdown = &entry.as_ref()?.client.shutdown;
-                    let drains = *shutdown.borrow() || shutdown.has_changed().is_err();
+                    let drains = shutdown.borrow().is_some() || shutdown.has_changed().is_err();
                     drains.then_some(index)
                 })
                 .collect();
@@ -230,23 +233,29 @@ impl Doorman {
                     return;
                 }
             };
-            let count = self
-                .epoll
-                .get_ref()
-                .0
-                .wait(&mut events, EpollTimeout::ZERO)
-                .unwrap_or(0);
-            for event in &events[..count] {
-                let waiting = self.slots().take(event.data() as usize);
-                if let Some(waiting) = waiting {
-                    let _ = self.epoll.get_ref().0.delete(waiting.stream.as_fd());
-                    waiting.client.start(waiting.stream);
-                }
-            }
-            if count < events.len() {
+            if self.start_ready(&mut events) < events.len() {
                 ready.clear_ready();
             }
         }
+    }
+
+    /// Starts the sessions of the clients whose sockets are readable now, up to
+    /// `events.len()` of them; returns how many events there were.
+    fn start_ready(&self, events: &mut [EpollEvent]) -> usize {
+        let count = self
+            .epoll
+            .get_ref()
+            .0
+            .wait(events, EpollTimeout::ZERO)
+            .unwrap_or(0);
+        for event in &events[..count] {
+            let waiting = self.slots().take(event.data() as usize);
+            if let Some(waiting) = waiting {
+                let _ = self.epoll.get_ref().0.delete(waiting.stream.as_fd());
+                waiting.client.start(waiting.stream);
+            }
+        }
+        count
     }
 }
 

@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 
 use super::doorman::{Admitted, Doorman};
 use super::pool::Pool;
+use super::session::DrainDeadline;
 use super::stream::Stream;
 use crate::config::{ListenAddr, PoolConfig};
 
@@ -165,16 +166,31 @@ impl Listener {
         }
     }
 
+    /// The connection waiting in the backlog, if one is there now.
+    fn accept_now(&self) -> Option<Stream> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match self {
+            Listener::Tcp(l) => match l.poll_accept(&mut cx) {
+                std::task::Poll::Ready(Ok((stream, _))) => Some(Stream::Tcp(stream)),
+                _ => None,
+            },
+            Listener::Unix(l, _) => match l.poll_accept(&mut cx) {
+                std::task::Poll::Ready(Ok((stream, _))) => Some(Stream::Unix(stream)),
+                _ => None,
+            },
+        }
+    }
+
     /// Accepts clients until aborted; each waits in the `doorman` until its first byte, then
     /// gets a session on its worker. `shutdown` tells sessions to drain.
     pub async fn run(
         self: Arc<Self>,
         pool: Arc<Pool>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<DrainDeadline>,
         doorman: Arc<Doorman>,
     ) {
         loop {
-            let mut stream = match self.accept().await {
+            let stream = match self.accept().await {
                 Ok(stream) => stream,
                 Err(e) => {
                     // EMFILE and friends: keep serving the clients we have, retry shortly.
@@ -186,56 +202,78 @@ impl Listener {
                     continue;
                 }
             };
-            let config = pool.current.load().config.clone();
-            if let Stream::Tcp(tcp) = &stream {
-                let _ = tcp.set_nodelay(true);
-                if config.tcpkeepalive {
-                    let _ = SockRef::from(tcp).set_keepalive(true);
-                }
-            }
-            // The process-wide limit derived from RLIMIT_NOFILE (ops::limits), then the pool's.
-            let admitted = crate::ops::limits::admit_client().zip(pool.admit_client());
-            let Some((slot, guard)) = admitted else {
-                debug!(
+            admit(stream, &pool, &shutdown, &doorman);
+        }
+    }
+
+    /// Takes in the clients already connected in the backlog when the pool stops accepting,
+    /// so a client that has sent a request there is answered (and one that has not is closed
+    /// by the doorman) rather than reset.
+    pub fn admit_backlog(
+        &self,
+        pool: &Arc<Pool>,
+        shutdown: &watch::Receiver<DrainDeadline>,
+        doorman: &Doorman,
+    ) {
+        while let Some(stream) = self.accept_now() {
+            admit(stream, pool, shutdown, doorman);
+        }
+    }
+}
+
+/// Admits an accepted client under the limits and parks it in the doorman, or refuses it.
+fn admit(
+    mut stream: Stream,
+    pool: &Arc<Pool>,
+    shutdown: &watch::Receiver<DrainDeadline>,
+    doorman: &Doorman,
+) {
+    let config = pool.current.load().config.clone();
+    if let Stream::Tcp(tcp) = &stream {
+        let _ = tcp.set_nodelay(true);
+        if config.tcpkeepalive {
+            let _ = SockRef::from(tcp).set_keepalive(true);
+        }
+    }
+    // The process-wide limit derived from RLIMIT_NOFILE (ops::limits), then the pool's.
+    let admitted = crate::ops::limits::admit_client().zip(pool.admit_client());
+    let Some((slot, guard)) = admitted else {
+        debug!(
                     "pool '{}' is at its client limit (client_connections or the open-file limit); refusing a client",
                     config.name
                 );
-                let refusal: &'static [u8] = if config.redis {
-                    b"-ERR max number of clients reached\r\n"
-                } else {
-                    b"SERVER_ERROR max number of clients reached\r\n"
-                };
-                tokio::spawn(async move {
-                    let (_, mut writer) = stream.split();
-                    let _ = writer.write_all(refusal).await;
-                    let _ = writer.shutdown().await;
-                });
-                continue;
-            };
-            let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
-            let worker = pool.worker_for_client(id);
-            debug!(
-                "client {id} connected to pool '{}' (worker {worker})",
-                config.name
-            );
-            let client = Admitted {
-                pool: pool.clone(),
-                id,
-                shutdown: shutdown.clone(),
-                redis: config.redis,
-                worker,
-                held: (slot, guard),
-            };
-            let tls = pool.current.load().listen_tls.clone();
-            match (stream.detach(), tls) {
-                // A TLS client's handshake starts at once, on the handshake thread.
-                (Ok(detached), Some(acceptor)) => {
-                    super::tls_accept::start(detached, client, acceptor)
-                }
-                // A plain client waits for its first byte as a bare socket, not as a session.
-                (Ok(detached), None) => doorman.park(detached, client),
-                (Err(e), _) => warn!("client {id}: detaching the connection failed: {e}"),
-            }
-        }
+        let refusal: &'static [u8] = if config.redis {
+            b"-ERR max number of clients reached\r\n"
+        } else {
+            b"SERVER_ERROR max number of clients reached\r\n"
+        };
+        tokio::spawn(async move {
+            let (_, mut writer) = stream.split();
+            let _ = writer.write_all(refusal).await;
+            let _ = writer.shutdown().await;
+        });
+        return;
+    };
+    let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
+    let worker = pool.worker_for_client(id);
+    debug!(
+        "client {id} connected to pool '{}' (worker {worker})",
+        config.name
+    );
+    let client = Admitted {
+        pool: pool.clone(),
+        id,
+        shutdown: shutdown.clone(),
+        redis: config.redis,
+        worker,
+        held: (slot, guard),
+    };
+    let tls = pool.current.load().listen_tls.clone();
+    match (stream.detach(), tls) {
+        // A TLS client's handshake starts at once, on the handshake thread.
+        (Ok(detached), Some(acceptor)) => super::tls_accept::start(detached, client, acceptor),
+        // A plain client waits for its first byte as a bare socket, not as a session.
+        (Ok(detached), None) => doorman.park(detached, client),
+        (Err(e), _) => warn!("client {id}: detaching the connection failed: {e}"),
     }
 }

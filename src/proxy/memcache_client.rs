@@ -68,6 +68,10 @@ impl Protocol for MemcacheProtocol {
     fn error_reply(err: &BackendError) -> Bytes {
         Bytes::from(format!("SERVER_ERROR {err}\r\n"))
     }
+
+    fn count_requests(&mut self, input: &mut BytesMut) -> usize {
+        std::iter::from_fn(|| self.decoder.decode(input).ok().flatten()).count()
+    }
 }
 
 fn handle_request(core: &mut Core, snapshot: &PoolSnapshot, request: Request) {

@@ -15,16 +15,18 @@ pub mod pool;
 pub mod redis_client;
 pub mod session;
 pub mod stream;
+pub mod timers;
 pub mod tls_accept;
 pub mod workers;
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::info;
 
 use crate::config::{Config, PoolConfig};
@@ -32,6 +34,7 @@ use crate::stats::{self, Stats};
 use doorman::Doorman;
 use listener::Listener;
 use pool::Pool;
+use session::{DrainDeadline, DrainTally};
 
 /// Why the proxy could not start, or a reload could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +71,8 @@ struct PoolEntry {
     listener: Arc<Listener>,
     accept_task: JoinHandle<()>,
     socket_file: Option<PathBuf>,
-    /// Set to true to make this pool's client sessions drain and close.
-    drain: watch::Sender<bool>,
+    /// Set to a deadline to make this pool's client sessions drain and close.
+    drain: watch::Sender<DrainDeadline>,
     /// Where its clients wait for their first byte.
     doorman: Arc<Doorman>,
     /// The listener counts as a connection in `total_connections`/`curr_connections`.
@@ -95,7 +98,7 @@ impl PoolEntry {
         let pool = Pool::start(config, tls, stats.connections().clone());
         log_threads(&pool);
         let socket_file = listener.socket_path().map(|p| p.to_path_buf());
-        let (drain, drain_rx) = watch::channel(false);
+        let (drain, drain_rx) = watch::channel(None);
         let accept_task = tokio::spawn(Listener::run(
             listener.clone(),
             pool.clone(),
@@ -115,21 +118,26 @@ impl PoolEntry {
     }
 
     /// Closes the listener (and its unix socket file), and tells the clients to drain: each
-    /// answers what it has in flight, then closes.
-    fn retire(self) -> Arc<Pool> {
+    /// answers everything it is sent until it has been quiet for a moment, then closes; at
+    /// `deadline` at the latest.
+    fn retire(self, deadline: Instant) -> Arc<Pool> {
         if let Some(path) = &self.socket_file {
             let _ = std::fs::remove_file(path);
         }
-        self.hand_over().0
+        // Clients still in the backlog are taken in before the socket closes, so what they
+        // sent is answered rather than reset (a pool handed over keeps them for its successor).
+        self.listener
+            .admit_backlog(&self.pool, &self.drain.subscribe(), &self.doorman);
+        self.hand_over(deadline).0
     }
 
     /// Stops accepting and drains the clients like [`PoolEntry::retire`], but keeps the bound
     /// socket for the pool that replaces this one on the same address: no moment without a
     /// listener, and no bind that would find the address still in use.
-    fn hand_over(self) -> (Arc<Pool>, Arc<Listener>) {
+    fn hand_over(self, deadline: Instant) -> (Arc<Pool>, Arc<Listener>) {
         self.accept_task.abort();
-        let _ = self.drain.send(true);
-        // Waiting clients have nothing in flight: they close now.
+        let _ = self.drain.send(Some(deadline));
+        // Waiting clients have sent nothing: they close now.
         self.doorman.close_draining();
         (self.pool, self.listener)
     }
@@ -322,7 +330,7 @@ impl Proxy {
                 Some(index) => {
                     let entry = self.entries.remove(index);
                     summary.pools_removed.push(entry.name());
-                    let (retired, listener) = entry.hand_over();
+                    let (retired, listener) = entry.hand_over(reload_deadline());
                     self.retired.push(retired);
                     listener
                 }
@@ -376,7 +384,7 @@ impl Proxy {
         }
         for entry in self.entries.drain(..) {
             summary.pools_removed.push(entry.name());
-            self.retired.push(entry.retire());
+            self.retired.push(entry.retire(reload_deadline()));
         }
         self.entries = entries;
         self.retired
@@ -386,31 +394,72 @@ impl Proxy {
         Ok(summary)
     }
 
-    /// Stops accepting clients, then lets every client finish the requests it has in flight
-    /// (its pending replies are written) and closes it; gives up after `limit`. Returns the
-    /// number of clients still open at the end.
-    pub async fn drain(&mut self, limit: Duration) -> usize {
+    /// Stops accepting clients, then lets every client be answered for everything it sends
+    /// until it is quiet (see [`session::serve_client`]) and waits for the servers to take
+    /// what was forwarded (memcached `noreply` requests have no client waiting for them);
+    /// at `limit`, the sessions still open close, counting what they leave unanswered.
+    pub async fn drain(&mut self, limit: Duration) -> DrainReport {
+        let deadline = Instant::now() + limit;
         for entry in self.entries.drain(..) {
-            self.retired.push(entry.retire());
+            self.retired.push(entry.retire(deadline));
         }
-        let open = || {
-            self.retired
+        let open = |pools: &[Arc<Pool>]| {
+            pools
                 .iter()
                 .map(|p| p.clients.load(Ordering::Acquire))
                 .sum::<usize>()
         };
-        let deadline = tokio::time::Instant::now() + limit;
-        while open() > 0 && tokio::time::Instant::now() < deadline {
+        let queued = |pools: &[Arc<Pool>]| {
+            pools.iter().any(|p| {
+                p.current.load().servers.iter().any(|s| {
+                    let stats = &s.info.stats;
+                    stats.in_queue.get() > 0 || stats.out_queue.get() > 0
+                })
+            })
+        };
+        // The sessions close at the deadline themselves; a moment more lets them count.
+        let give_up = deadline + DRAIN_REPORT_GRACE;
+        while (open(&self.retired) > 0 || queued(&self.retired)) && Instant::now() < give_up {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        open()
+        let tally = |field: fn(&DrainTally) -> &AtomicUsize| {
+            self.retired
+                .iter()
+                .map(|p| field(&p.drain_cut).load(Ordering::Acquire))
+                .sum()
+        };
+        DrainReport {
+            cut_clients: tally(|t| &t.clients),
+            cut_requests: tally(|t| &t.requests),
+            still_open: open(&self.retired),
+        }
     }
+}
+
+/// What a drain left undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Clients the deadline closed with requests unanswered.
+    pub cut_clients: usize,
+    /// Requests those clients had sent that got no reply.
+    pub cut_requests: usize,
+    /// Clients still open when the drain gave up.
+    pub still_open: usize,
+}
+
+/// How long a pool a reload removes (or moves) gives its clients to finish.
+const RELOAD_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// How long the drain waits past its deadline for the sessions to close and count.
+const DRAIN_REPORT_GRACE: Duration = Duration::from_millis(500);
+
+fn reload_deadline() -> Instant {
+    Instant::now() + RELOAD_DRAIN_LIMIT
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
         for entry in self.entries.drain(..) {
-            entry.retire();
+            entry.retire(Instant::now());
         }
         self.doorman_task.abort();
     }

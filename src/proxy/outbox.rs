@@ -48,6 +48,18 @@ impl Outbox {
         self.pending
     }
 
+    /// Whether it holds allocated memory (it may, empty, from earlier replies).
+    pub fn holds_memory(&self) -> bool {
+        self.frames.capacity() > 0 || self.staging.capacity() > 0
+    }
+
+    /// Gives its memory back once everything is written.
+    pub fn release(&mut self) {
+        if self.is_empty() {
+            *self = Outbox::default();
+        }
+    }
+
     /// Moves the staged small replies into the frame list, keeping the order.
     fn seal_staging(&mut self) {
         if !self.staging.is_empty() {

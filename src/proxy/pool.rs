@@ -14,6 +14,7 @@ use tracing::warn;
 use super::backend::{spawn_connection, BackendRequest, ServerInfo};
 use super::error::BackendError;
 use super::health::{self, ProbeKind, ServerHealth};
+use super::session::DrainTally;
 use super::workers;
 use crate::config::{EjectPolicy, PoolConfig};
 use crate::route::PoolRouter;
@@ -149,6 +150,8 @@ pub struct Pool {
     rebuild: Mutex<()>,
     /// Which workers run the pool's connections and clients.
     pub placement: Placement,
+    /// What a drain deadline cut off among its clients.
+    pub drain_cut: DrainTally,
 }
 
 /// `*N\r\n$len\r\narg\r\n…` for handshake commands.
@@ -216,6 +219,7 @@ impl Pool {
                 connections,
                 rebuild: Mutex::new(()),
                 placement,
+                drain_cut: DrainTally::default(),
             }
         })
     }

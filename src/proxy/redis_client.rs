@@ -59,6 +59,10 @@ impl Protocol for RedisProtocol {
     fn error_reply(err: &BackendError) -> Bytes {
         Bytes::from(dispatch::error_reply(&err.to_string()))
     }
+
+    fn count_requests(&mut self, input: &mut BytesMut) -> usize {
+        std::iter::from_fn(|| self.decoder.decode(input).ok().flatten()).count()
+    }
 }
 
 impl RedisProtocol {

@@ -8,19 +8,23 @@
 //! completes when every part has answered.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use std::future::Future;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Duration, Instant};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::backend::{BackendRequest, ClientReply, ReplyTo};
 use super::error::BackendError;
 use super::outbox::Outbox;
 use super::pool::{Pool, PoolSnapshot, Server};
 use super::stream::Stream;
+use super::timers::{drain_end, Drain, DrainEnd, IdleRelease};
 use crate::config::EjectPolicy;
 use crate::route::RouteError;
 use crate::stats::PoolStats;
@@ -32,6 +36,22 @@ const MAX_PENDING_OUTPUT: usize = 32 * 1024 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// A read buffer at least this large is reused whole for the next frame.
 const LARGE_INPUT: usize = 64 * 1024;
+/// At the drain deadline, how much of what a client sent but walnut never read is read to
+/// count its requests for the log.
+const CUT_COUNT_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The drain signal: `None` while serving, then when a draining session must close whatever
+/// it still holds.
+pub type DrainDeadline = Option<Instant>;
+
+/// What the drain deadline cut off, over a pool's sessions (reported by the drain).
+#[derive(Debug, Default)]
+pub struct DrainTally {
+    /// Clients closed at the deadline with requests unanswered.
+    pub clients: AtomicUsize,
+    /// Requests they had sent (read or still in the socket) that got no reply.
+    pub requests: AtomicUsize,
+}
 
 /// One protocol's side of a session: decoding, dispatch and its error replies.
 pub trait Protocol: Send + 'static {
@@ -44,6 +64,10 @@ pub trait Protocol: Send + 'static {
 
     /// The reply a client sees for a proxy-side failure.
     fn error_reply(err: &BackendError) -> Bytes;
+
+    /// Decodes and discards the complete requests in `input`, returning how many there were
+    /// (to count what the drain deadline cut off).
+    fn count_requests(&mut self, input: &mut BytesMut) -> usize;
 }
 
 /// Combines the replies of a split request's parts into one reply.
@@ -92,8 +116,6 @@ pub enum Closing {
     Quit,
     /// Malformed framing: answer what came before, then the error, then close.
     ProtocolError,
-    /// walnut is stopping: answer what is in flight, then close.
-    Drain,
 }
 
 /// The protocol-independent state of one client connection.
@@ -335,6 +357,19 @@ impl Core {
         self.unwritten = out.len();
     }
 
+    /// Gives back what a session between requests holds: its reply channel (made again on
+    /// the next forwarded request) and its slot queue. Only with no slot left, so no server
+    /// still holds a sender for a reply.
+    fn release_buffers(&mut self, replies: &mut Option<mpsc::UnboundedReceiver<ClientReply>>) {
+        if !self.slots.is_empty() {
+            return;
+        }
+        self.slots = VecDeque::new();
+        self.reply_tx = None;
+        self.fresh_replies = None;
+        *replies = None;
+    }
+
     /// Starts a new batch: requests read now time out at now + the pool's `timeout`.
     pub fn start_batch(&mut self, snapshot: &PoolSnapshot) {
         self.batch_arrived = Instant::now();
@@ -375,11 +410,16 @@ fn target(snapshot: &PoolSnapshot, server: usize) -> Result<&Arc<Server>, Backen
 }
 
 /// Serves one client until it closes, fails, or walnut drains it.
+///
+/// Draining (`shutdown` holds a deadline), the session goes on reading and answering
+/// everything the client sends, and closes between requests once the client has been quiet
+/// for a moment ([`super::timers::DRAIN_QUIET`]) with every reply written, or at the deadline, counting in
+/// `pool.drain_cut` the requests it had been sent and could not answer.
 pub async fn serve_client<P: Protocol>(
     mut stream: Stream,
     pool: Arc<Pool>,
     id: u64,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<DrainDeadline>,
 ) {
     let mut replies = None;
     let mut protocol = P::new(&pool.current.load());
@@ -406,14 +446,16 @@ pub async fn serve_client<P: Protocol>(
     // The size of `input`'s allocation when it is a large one (see `grow_input`), else 0.
     let mut large_input = 0;
     let mut out = Outbox::default();
-    if *shutdown.borrow() {
-        core.closing = Some(Closing::Drain);
-    }
+    let mut draining = shutdown.borrow().map(Drain::new);
+    let mut idle = IdleRelease::default();
     // One wait for the drain signal for the whole session: making a fresh one on every turn
     // of the loop costs more than the rest of a request's bookkeeping.
     let mut drain_signal = std::pin::pin!(async move {
-        // A closed channel (the pool is gone) also means drain.
-        let _ = shutdown.changed().await;
+        match shutdown.wait_for(Option::is_some).await {
+            Ok(deadline) => deadline.unwrap_or_else(Instant::now),
+            // A closed channel (the pool is gone) also means drain, now.
+            Err(_) => Instant::now(),
+        }
     });
 
     loop {
@@ -426,8 +468,14 @@ pub async fn serve_client<P: Protocol>(
             handle_input(&mut protocol, &mut core, &pool, &mut input);
             core.move_ready_replies(&mut out);
         }
-        if core.closing.is_some() && core.slots.is_empty() && out.is_empty() {
+        let answered = core.slots.is_empty() && out.is_empty();
+        if core.closing.is_some() && answered {
             break;
+        }
+        // Between requests: everything answered and no request begun.
+        let between_requests = answered && input.is_empty();
+        if between_requests && !idle.is_armed() && holds_buffers(&core, &input, &out) {
+            idle.arm();
         }
         reuse_input(&mut input, large_input);
         // A client that does not read its replies is not read from either.
@@ -450,20 +498,47 @@ pub async fn serve_client<P: Protocol>(
                 }
             }
             // Before the read, so a client that never stops sending still sees the drain.
-            _ = &mut drain_signal, if core.closing.is_none() => {
-                core.closing = Some(Closing::Drain);
+            deadline = &mut drain_signal, if draining.is_none() => {
+                draining = Some(Drain::new(deadline));
             }
-            read = reader.read_buf(&mut input), if may_read => {
+            end = drain_end(&mut draining, between_requests && core.closing.is_none()) => {
+                if end == DrainEnd::Quiet {
+                    debug!(client = id, "draining: the client is quiet, closing it");
+                } else if !between_requests {
+                    let cut = count_unanswered(&mut protocol, core.slots.len(), &mut reader, &mut input).await;
+                    warn!("client {id}: the drain deadline closes it with {cut} requests it sent unanswered");
+                    pool.drain_cut.clients.fetch_add(1, Ordering::AcqRel);
+                    pool.drain_cut.requests.fetch_add(cut, Ordering::AcqRel);
+                }
+                break;
+            }
+            _ = idle.elapsed(), if between_requests => {
+                core.release_buffers(&mut replies);
+                out.release();
+                input = BytesMut::new();
+                large_input = 0;
+            }
+            read = read_into(&mut reader, &mut input), if may_read => {
                 match read {
                     Ok(0) => core.closing = Some(Closing::Eof),
-                    Ok(_) => handle_input(&mut protocol, &mut core, &pool, &mut input),
+                    Ok(_) => {
+                        if let Some(draining) = &mut draining {
+                            draining.heard();
+                        }
+                        idle.heard();
+                        handle_input(&mut protocol, &mut core, &pool, &mut input)
+                    }
                     Err(e) => {
                         debug!(client = id, "client read failed: {e}");
                         failed = true;
                         break;
                     }
                 }
-                if input.capacity() - input.len() < READ_CHUNK / 4 {
+                if input.is_empty() && large_input == 0 {
+                    // Everything read was decoded: the buffer goes with its requests, and the
+                    // next read takes a fresh one, so a client between requests holds none.
+                    input = BytesMut::new();
+                } else if input.capacity() - input.len() < READ_CHUNK / 4 {
                     grow_input(&mut input, &mut large_input);
                 }
             }
@@ -475,6 +550,53 @@ pub async fn serve_client<P: Protocol>(
     } else {
         pool.stats.client_eof.inc();
     }
+}
+
+/// Whether a session between requests holds memory an idle one would give back.
+fn holds_buffers(core: &Core, input: &BytesMut, out: &Outbox) -> bool {
+    core.reply_tx.is_some()
+        || core.slots.capacity() > 0
+        || input.capacity() > 0
+        || out.holds_memory()
+}
+
+/// Reads from the client into `input`; an empty `input` with no buffer gets one only once the
+/// socket is readable, so a client waiting between requests holds no read buffer.
+async fn read_into(
+    reader: &mut super::stream::ReadHalf<'_>,
+    input: &mut BytesMut,
+) -> std::io::Result<usize> {
+    if input.capacity() == 0 {
+        reader.readable().await?;
+        input.reserve(READ_CHUNK);
+    }
+    reader.read_buf(input).await
+}
+
+/// The requests a client sent that will get no reply when its session closes now: those in
+/// flight or waiting to be written, and the complete ones read but not decoded or still in
+/// the socket (read here without waiting, up to [`CUT_COUNT_LIMIT`]).
+async fn count_unanswered<P: Protocol>(
+    protocol: &mut P,
+    in_flight: usize,
+    reader: &mut super::stream::ReadHalf<'_>,
+    input: &mut BytesMut,
+) -> usize {
+    while input.len() < CUT_COUNT_LIMIT {
+        input.reserve(READ_CHUNK);
+        let mut read = std::pin::pin!(reader.read_buf(input));
+        let now = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match read.as_mut().poll(cx) {
+                std::task::Poll::Ready(Ok(n)) => n,
+                _ => 0,
+            })
+        })
+        .await;
+        if now == 0 {
+            break;
+        }
+    }
+    in_flight + protocol.count_requests(input)
 }
 
 /// Makes room in a client's read buffer: doubling with what is buffered, so a large frame

@@ -231,6 +231,18 @@ impl WriteHalf<'_> {
     }
 }
 
+impl ReadHalf<'_> {
+    /// Waits until the stream is readable, without a buffer to read into.
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            ReadHalf::Tcp(r) => r.readable().await,
+            ReadHalf::Unix(r) => r.readable().await,
+            // rustls may hold plaintext already, with nothing left in the socket.
+            ReadHalf::Tls(_) => Ok(()),
+        }
+    }
+}
+
 impl AsyncRead for ReadHalf<'_> {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -357,6 +357,20 @@ impl MemcachedServer {
     }
 }
 
+/// Writes `walnut.yml` in `dir`: one Redis pool `alpha` on `port` in front of `backend`.
+pub fn write_redis_conf(dir: &TempDir, port: u16, backend: &RedisServer) -> PathBuf {
+    let conf = dir.file("walnut.yml");
+    std::fs::write(
+        &conf,
+        format!(
+            "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n   - {}\n",
+            backend.server_line(1, None)
+        ),
+    )
+    .expect("write config");
+    conf
+}
+
 /// Path of the walnut binary built for this test run.
 pub fn walnut_bin() -> &'static str {
     env!("CARGO_BIN_EXE_walnut")
