@@ -3,6 +3,8 @@
 //! A [`PoolRouter`] is immutable. Ejection or a config reload builds a new one and swaps it in
 //! whole (see `proxy::pool`), so a request is always routed against one consistent table.
 
+use crate::cluster::slot::key_slot;
+use crate::cluster::table::SlotTable;
 use crate::config::PoolConfig;
 use crate::dist::{Continuum, WeightedServer};
 use crate::hash::HashKind;
@@ -14,6 +16,10 @@ pub enum RouteError {
     NoLiveServer,
     /// `distribution: server_name`: the key's routing part names no server of the pool.
     UnknownName,
+    /// Redis Cluster: no node serves the key's slot.
+    SlotNotServed,
+    /// Redis Cluster: walnut has no slot map yet.
+    NoSlotMap,
 }
 
 /// How keys find their server.
@@ -23,6 +29,8 @@ enum Placement {
     Continuum(Continuum),
     /// `distribution: server_name`: server names, sorted, with their indexes.
     Names(Vec<(Box<[u8]>, usize)>),
+    /// `redis_cluster: true`: the key's CRC16 slot (of its `{...}` tag) and the slot table.
+    Slots(SlotTable),
 }
 
 /// The immutable key-placement rules of one pool.
@@ -73,6 +81,31 @@ impl PoolRouter {
         }
     }
 
+    /// The router of a Redis Cluster pool whose `server_count` servers serve as `table` says.
+    pub fn cluster(table: SlotTable, server_count: usize) -> PoolRouter {
+        PoolRouter {
+            hash: HashKind::Crc16,
+            hash_tag: None,
+            server_count,
+            placement: Placement::Slots(table),
+        }
+    }
+
+    /// The slot table of a cluster pool.
+    pub fn slot_table(&self) -> Option<&SlotTable> {
+        match &self.placement {
+            Placement::Slots(table) => Some(table),
+            _ => None,
+        }
+    }
+
+    /// A replica of `key`'s slot (the `pick`-th, wrapping), for `read_from` replicas.
+    pub fn replica_for_key(&self, key: &[u8], pick: usize) -> Option<usize> {
+        let shard = self.slot_table()?.shard(key_slot(key))?;
+        let count = shard.replicas.len();
+        (count > 0).then(|| shard.replicas[pick % count])
+    }
+
     /// Builds the router of `pool` with every server live.
     pub fn with_all_live(pool: &PoolConfig) -> PoolRouter {
         PoolRouter::build(pool, &vec![true; pool.servers.len()])
@@ -88,6 +121,11 @@ impl PoolRouter {
                     .map(|found| names[found].1)
                     .map_err(|_| RouteError::UnknownName)
             }
+            Placement::Slots(table) => match table.shard(key_slot(key)) {
+                Some(shard) => Ok(shard.master),
+                None if table.is_empty() => Err(RouteError::NoSlotMap),
+                None => Err(RouteError::SlotNotServed),
+            },
             // twemproxy skips hashing for single-server pools, ejected or not.
             Placement::Continuum(_) if self.server_count == 1 => Ok(0),
             Placement::Continuum(continuum) => continuum

@@ -86,6 +86,31 @@ impl SlotMap {
         })
     }
 
+    /// A map from its nodes and ranges (indexes into `nodes`), checked as a reply is.
+    pub fn from_parts(
+        nodes: Vec<NodeAddr>,
+        ranges: Vec<SlotRange>,
+    ) -> Result<SlotMap, TopologyError> {
+        let node = |i: usize| {
+            nodes
+                .get(i)
+                .cloned()
+                .ok_or(TopologyError::Shape("a range names no node"))
+        };
+        let entries = ranges
+            .iter()
+            .map(|r| {
+                let replicas = r
+                    .replicas
+                    .iter()
+                    .map(|&i| node(i))
+                    .collect::<Result<_, _>>()?;
+                Ok((r.first, r.last, node(r.master)?, replicas))
+            })
+            .collect::<Result<Vec<_>, TopologyError>>()?;
+        SlotMap::build(entries)
+    }
+
     /// The range that serves `slot`, if any.
     pub fn range(&self, slot: u16) -> Option<&SlotRange> {
         let index = *self.by_slot.get(usize::from(slot))?;

@@ -111,6 +111,23 @@ pub struct PoolConfig {
     pub tls: Option<ListenTls>,
     /// walnut: the pool reaches its servers over TLS (`server_tls:`).
     pub server_tls: Option<ServerTls>,
+    /// walnut: the servers are seeds of a Redis Cluster (`redis_cluster: true`); the
+    /// cluster's slot map places keys, and its nodes become the pool's servers.
+    pub redis_cluster: bool,
+    /// walnut: which nodes of a cluster serve read-only commands (`read_from:`).
+    pub read_from: ReadFrom,
+}
+
+/// `read_from:` which node of a cluster slot serves read-only commands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// Every command goes to the slot's master.
+    #[default]
+    Master,
+    /// Read-only commands go to the slot's replicas; fail when it has none.
+    Replica,
+    /// Read-only commands go to a replica when the slot has one, else to the master.
+    PreferReplica,
 }
 
 /// `tls:`: the certificate walnut shows its clients, and the CA their certificates must be

@@ -7,7 +7,7 @@ use super::server::parse_server;
 use super::text::{one_line, quoted};
 use super::validate::sort_servers;
 use super::yaml::{RawPool, RawValue, Scalar};
-use super::{ConfigError, EjectPolicy, ListenAddr, PoolConfig, ServerConfig};
+use super::{ConfigError, EjectPolicy, ListenAddr, PoolConfig, ReadFrom, ServerConfig};
 use crate::dist::DistributionKind;
 use crate::hash::HashKind;
 
@@ -47,6 +47,8 @@ enum Directive {
     ServerFailureLimit,
     EjectPolicy,
     HealthProbe,
+    RedisCluster,
+    ReadFrom,
     Tls,
     ServerTls,
     Servers,
@@ -55,7 +57,7 @@ enum Directive {
 /// twemproxy's `conf_commands`, plus `reuseport` (added after 0.5.0), plus walnut's own
 /// `eject_policy`, `health_probe`, and its nested directives (`yaml::TREE_DIRECTIVES`).
 /// Case-sensitive.
-const DIRECTIVES: [(&str, Directive); 22] = [
+const DIRECTIVES: [(&str, Directive); 24] = [
     ("listen", Directive::Listen),
     ("hash", Directive::Hash),
     ("hash_tag", Directive::HashTag),
@@ -75,6 +77,8 @@ const DIRECTIVES: [(&str, Directive); 22] = [
     ("server_failure_limit", Directive::ServerFailureLimit),
     ("eject_policy", Directive::EjectPolicy),
     ("health_probe", Directive::HealthProbe),
+    ("redis_cluster", Directive::RedisCluster),
+    ("read_from", Directive::ReadFrom),
     ("tls", Directive::Tls),
     ("server_tls", Directive::ServerTls),
     ("servers", Directive::Servers),
@@ -96,6 +100,12 @@ const HASHES: [(&str, HashKind); 12] = [
     ("hsieh", HashKind::Hsieh),
     ("murmur", HashKind::Murmur),
     ("jenkins", HashKind::Jenkins),
+];
+
+const READ_FROM: [(&str, ReadFrom); 3] = [
+    ("master", ReadFrom::Master),
+    ("replica", ReadFrom::Replica),
+    ("prefer_replica", ReadFrom::PreferReplica),
 ];
 
 const DISTRIBUTIONS: [(&str, DistributionKind); 3] = [
@@ -160,6 +170,8 @@ struct Settings {
     server_failure_limit: Option<u32>,
     eject_policy: Option<EjectPolicy>,
     health_probe: Option<bool>,
+    redis_cluster: Option<bool>,
+    read_from: Option<ReadFrom>,
     /// `hash: server_name` (walnut): only valid with `distribution: server_name`.
     hash_server_name: bool,
     /// `distribution: server_name` (walnut): only valid with `hash: server_name`.
@@ -229,6 +241,15 @@ impl Settings {
             Directive::Preconnect => self.preconnect = Some(boolean(value)?),
             Directive::AutoEjectHosts => self.auto_eject_hosts = Some(boolean(value)?),
             Directive::HealthProbe => self.health_probe = Some(boolean(value)?),
+            Directive::RedisCluster => self.redis_cluster = Some(boolean(value)?),
+            Directive::ReadFrom => {
+                self.read_from = Some(lookup(&READ_FROM, value).ok_or_else(|| {
+                    Problem::with(
+                        "is not a valid read_from",
+                        Some("one of \"master\", \"replica\" or \"prefer_replica\"".into()),
+                    )
+                })?)
+            }
             Directive::EjectPolicy => {
                 self.eject_policy = Some(match value {
                     "rehash" => EjectPolicy::Rehash,
@@ -377,7 +398,36 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
             "conf: pool '{pool}': directive \"server_connections:\" cannot be 0"
         ));
     }
-    let redis = s.redis.unwrap_or(false);
+    let cluster = s.redis_cluster.unwrap_or(false);
+    if cluster && s.redis == Some(false) {
+        err(format!(
+            "conf: pool '{pool}': directive \"redis_cluster: true\" needs a redis pool, but \"redis\" is false"
+        ));
+    }
+    let redis = s.redis.unwrap_or(cluster);
+    if cluster {
+        let placing = [
+            (Directive::Hash, "hash"),
+            (Directive::HashTag, "hash_tag"),
+            (Directive::Distribution, "distribution"),
+        ];
+        for (directive, name) in placing {
+            if s.seen.contains(&directive) {
+                err(format!(
+                    "conf: pool '{pool}': directive \"{name}\" cannot be used with \"redis_cluster: true\": the cluster's CRC16 slots and {{...}} hash tags place keys"
+                ));
+            }
+        }
+        if s.redis_db.is_some_and(|db| db > 0) {
+            err(format!(
+                "conf: pool '{pool}': directive \"redis_db\" cannot be used with \"redis_cluster: true\": a Redis Cluster has only database 0"
+            ));
+        }
+    } else if s.read_from.is_some() {
+        err(format!(
+            "conf: pool '{pool}': directive \"read_from\" is only valid with \"redis_cluster: true\""
+        ));
+    }
     if s.redis_auth.is_some() && !redis {
         err(format!(
             "conf: pool '{pool}': directive \"redis_auth:\" is only valid for a redis pool"
@@ -437,6 +487,8 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
             servers,
             tls: s.tls,
             server_tls: s.server_tls,
+            redis_cluster: cluster,
+            read_from: s.read_from.unwrap_or_default(),
         }),
         _ => None,
     };

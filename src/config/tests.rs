@@ -1,6 +1,7 @@
 //! Unit tests of the whole parse: defaults, a realistic file, error collection, ordering.
 
 use super::*;
+use crate::config::ReadFrom;
 
 fn ok(text: &str) -> Config {
     match parse(text, "t.yml") {
@@ -578,5 +579,43 @@ fn nested_directives_are_bounded_in_depth() {
         errs.iter()
             .any(|e| e.contains("nests deeper than 8 levels")),
         "{errs:?}"
+    );
+}
+
+#[test]
+fn redis_cluster_pools() {
+    let c = ok("c:\n  listen: 127.0.0.1:22121\n  redis_cluster: true\n  read_from: prefer_replica\n  servers:\n   - 127.0.0.1:7000:1\n   - 127.0.0.1:7001:1\n");
+    let pool = &c.pools[0];
+    assert!(
+        pool.redis_cluster && pool.redis,
+        "redis_cluster implies redis"
+    );
+    assert_eq!(pool.read_from, ReadFrom::PreferReplica);
+    let plain = ok("p:\n  listen: 127.0.0.1:22121\n  servers:\n   - 127.0.0.1:6379:1\n");
+    assert!(!plain.pools[0].redis_cluster);
+    assert_eq!(plain.pools[0].read_from, ReadFrom::Master);
+}
+
+#[test]
+fn redis_cluster_problems_name_the_pool_and_directive() {
+    let e = errors("c:\n  listen: 127.0.0.1:22121\n  redis_cluster: true\n  redis: false\n  hash: murmur\n  hash_tag: \"{}\"\n  distribution: modula\n  redis_db: 2\n  read_from: slave\n  servers:\n   - 127.0.0.1:7000:1\n");
+    assert_eq!(
+        e,
+        vec![
+            "conf: pool 'c': directive \"read_from\" is not a valid read_from: \"slave\" (one of \"master\", \"replica\" or \"prefer_replica\")".to_string(),
+            "conf: pool 'c': directive \"redis_cluster: true\" needs a redis pool, but \"redis\" is false".to_string(),
+            "conf: pool 'c': directive \"hash\" cannot be used with \"redis_cluster: true\": the cluster's CRC16 slots and {...} hash tags place keys".to_string(),
+            "conf: pool 'c': directive \"hash_tag\" cannot be used with \"redis_cluster: true\": the cluster's CRC16 slots and {...} hash tags place keys".to_string(),
+            "conf: pool 'c': directive \"distribution\" cannot be used with \"redis_cluster: true\": the cluster's CRC16 slots and {...} hash tags place keys".to_string(),
+            "conf: pool 'c': directive \"redis_db\" cannot be used with \"redis_cluster: true\": a Redis Cluster has only database 0".to_string(),
+        ]
+    );
+    let e = errors("p:\n  listen: 127.0.0.1:22121\n  redis: true\n  read_from: replica\n  servers:\n   - 127.0.0.1:6379:1\n");
+    assert_eq!(
+        e,
+        vec![
+            "conf: pool 'p': directive \"read_from\" is only valid with \"redis_cluster: true\""
+                .to_string()
+        ]
     );
 }

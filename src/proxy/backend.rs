@@ -48,6 +48,10 @@ pub struct ReplyTo {
     pub seq: u64,
     /// The fragment number within a split request (0 for a whole request).
     pub part: u32,
+    /// The client and its worker: a redirected request takes the connection the client's
+    /// own requests to that server take.
+    pub client: u64,
+    pub worker: usize,
 }
 
 /// A reply, or the reason there is none, for one request or fragment.
@@ -68,11 +72,15 @@ pub struct BackendRequest {
     /// The frame ends with a memcached meta no-op (`mn`): the reply is everything the server
     /// sends up to its `MN`, which is dropped (quiet mode may send nothing before it).
     pub until_noop: bool,
+    /// Redis Cluster: redirects and retries this request has been through.
+    pub redirects: u8,
+    /// Redis Cluster: send `ASKING` first (an `-ASK` redirect).
+    pub asking: bool,
 }
 
 impl BackendRequest {
     /// Fails a request that was never sent: it leaves the server's in-queue.
-    fn fail(self, err: BackendError, stats: &ServerStats) {
+    pub(super) fn fail(self, err: BackendError, stats: &ServerStats) {
         stats.unqueued(self.frame.len() as u64);
         self.reply_to.deliver(Err(err));
     }
@@ -83,7 +91,7 @@ impl BackendRequest {
 }
 
 impl ReplyTo {
-    fn deliver(self, result: Result<Bytes, BackendError>) {
+    pub(super) fn deliver(self, result: Result<Bytes, BackendError>) {
         // A client that has gone away, or asked for no reply, does not want it: dropping it
         // is correct.
         let Some(tx) = self.tx else {
@@ -117,6 +125,8 @@ pub struct ServerInfo {
     pub stats: Arc<ServerStats>,
     /// Process-wide connection counts.
     pub connections: Arc<ConnectionStats>,
+    /// A node of a Redis Cluster pool: redirects in its replies are followed.
+    pub cluster: bool,
 }
 
 impl ServerInfo {
@@ -142,6 +152,10 @@ enum InFlight {
         sent_at: Option<Instant>,
         /// For a request that runs until `MN`: what the server said before it.
         gathered: Option<BytesMut>,
+        /// Redis Cluster: redirects and retries so far.
+        redirects: u8,
+        /// Redis Cluster: sent after `ASKING` (resent the same way after a failure).
+        asking: bool,
     },
     Handshake(&'static str),
 }
@@ -327,6 +341,9 @@ struct Pipeline {
 
 impl Pipeline {
     fn push(&mut self, req: BackendRequest) {
+        if req.asking {
+            self.push_handshake("ASKING", Bytes::from_static(b"*1\r\n$6\r\nASKING\r\n"));
+        }
         self.unwritten.push_back((req.frame.clone(), true));
         self.in_flight.push_back(InFlight::Client {
             reply_to: req.reply_to,
@@ -334,6 +351,8 @@ impl Pipeline {
             frame: req.frame,
             sent_at: None,
             gathered: req.until_noop.then(BytesMut::new),
+            redirects: req.redirects,
+            asking: req.asking,
         });
     }
 
@@ -392,6 +411,8 @@ impl Pipeline {
                     deadline,
                     frame,
                     gathered,
+                    redirects,
+                    asking,
                     ..
                 }) => {
                     let req = BackendRequest {
@@ -399,6 +420,8 @@ impl Pipeline {
                         reply_to,
                         deadline,
                         until_noop: gathered.is_some(),
+                        redirects,
+                        asking,
                     };
                     if req.expired(now) {
                         req.fail(BackendError::TimedOut, &self.stats);
@@ -724,6 +747,8 @@ fn dispatch_replies(
                 frame,
                 sent_at,
                 gathered,
+                deadline,
+                redirects,
                 ..
             }) => {
                 let now = *now.get_or_insert_with(Instant::now);
@@ -741,6 +766,18 @@ fn dispatch_replies(
                     info.report_failure(&BackendError::InvalidReply);
                 } else {
                     info.health.record_success();
+                }
+                if info.cluster && reply.error && super::cluster::is_redirect(&answer) {
+                    let request = BackendRequest {
+                        frame,
+                        reply_to,
+                        deadline,
+                        until_noop: false,
+                        redirects,
+                        asking: false,
+                    };
+                    super::cluster::follow(info, request, answer);
+                    continue;
                 }
                 reply_to.deliver(Ok(answer));
             }
@@ -777,9 +814,13 @@ mod tests {
                 tx: Some(tx.clone()),
                 seq,
                 part: 0,
+                client: 0,
+                worker: 0,
             },
             deadline: None,
             until_noop: false,
+            redirects: 0,
+            asking: false,
         }
     }
 

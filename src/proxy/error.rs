@@ -25,6 +25,13 @@ pub enum BackendError {
     /// walnut: the TLS session with the server failed (`server_tls:`).
     #[error("TLS with the server failed: {0}")]
     Tls(String),
+    /// walnut: a Redis Cluster pool cannot serve the key now; the client sees
+    /// `-CLUSTERDOWN <text>`, as from Redis itself.
+    #[error("{0}")]
+    ClusterDown(String),
+    /// walnut: a Redis Cluster request was redirected this many times without an answer.
+    #[error("too many cluster redirects ({0}) for one request")]
+    TooManyRedirects(u8),
     /// Any other OS error, with its `strerror` text.
     #[error("{0}")]
     Os(String),

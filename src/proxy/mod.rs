@@ -5,6 +5,7 @@
 //! [`Proxy::reload`].
 
 pub mod backend;
+pub mod cluster;
 pub mod doorman;
 pub mod error;
 pub mod health;
@@ -85,7 +86,7 @@ impl PoolEntry {
         config: PoolConfig,
         tls: pool::PoolTls,
         listener: Arc<Listener>,
-        stats: &Stats,
+        stats: &Arc<Stats>,
         doorman: &Arc<Doorman>,
     ) -> PoolEntry {
         info!(
@@ -96,6 +97,7 @@ impl PoolEntry {
         );
         let listen_text = config.listen_text.clone();
         let pool = Pool::start(config, tls, stats.connections().clone());
+        let _ = pool.stats_registry.set(Arc::downgrade(stats));
         log_threads(&pool);
         let socket_file = listener.socket_path().map(|p| p.to_path_buf());
         let (drain, drain_rx) = watch::channel(None);
@@ -295,6 +297,7 @@ impl Proxy {
                 && entry.listen_text == pool.listen_text
                 && current.config.redis == pool.redis
                 && current.config.tls.is_some() == pool.tls.is_some()
+                && current.config.redis_cluster == pool.redis_cluster
         };
         // TLS files are read before anything changes too.
         let mut tls = Vec::with_capacity(config.pools.len());

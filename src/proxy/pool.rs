@@ -16,6 +16,9 @@ use super::error::BackendError;
 use super::health::{self, ProbeKind, ServerHealth};
 use super::session::DrainTally;
 use super::workers;
+use crate::cluster::redirect::NodeAddr;
+use crate::cluster::table::SlotTable;
+use crate::cluster::topology::SlotMap;
 use crate::config::{EjectPolicy, PoolConfig};
 use crate::route::PoolRouter;
 use crate::stats::{ConnectionStats, PoolStats, ServerStats};
@@ -61,6 +64,8 @@ pub struct PoolSnapshot {
     pub listen_tls: Option<Arc<tls::Acceptor>>,
     /// How the pool reaches its servers over TLS (`server_tls:`), if it does.
     pub server_tls: Option<Arc<tls::Connector>>,
+    /// A Redis Cluster pool: why its last topology refresh failed, if it did.
+    pub cluster_error: Option<Arc<str>>,
 }
 
 /// A pool's TLS configs, built before the pool starts or changes (so a file that went bad
@@ -152,6 +157,10 @@ pub struct Pool {
     pub placement: Placement,
     /// What a drain deadline cut off among its clients.
     pub drain_cut: DrainTally,
+    /// A Redis Cluster pool's topology refreshes (unused by other pools).
+    pub cluster: super::cluster::ClusterControl,
+    /// Where the stats layout lives, for a cluster pool whose servers come and go.
+    pub stats_registry: std::sync::OnceLock<Weak<crate::stats::Stats>>,
 }
 
 /// `*N\r\n$len\r\narg\r\n…` for handshake commands.
@@ -166,7 +175,7 @@ fn command_frame(args: &[&[u8]]) -> Bytes {
 }
 
 /// AUTH before SELECT: the other order fails with NOAUTH (a twemproxy bug walnut fixes).
-fn handshake_for(config: &PoolConfig) -> Vec<(&'static str, Bytes)> {
+pub(super) fn handshake_for(config: &PoolConfig) -> Vec<(&'static str, Bytes)> {
     let mut steps = Vec::new();
     if !config.redis {
         return steps;
@@ -177,6 +186,10 @@ fn handshake_for(config: &PoolConfig) -> Vec<(&'static str, Bytes)> {
     if config.redis_db > 0 {
         let db = config.redis_db.to_string();
         steps.push(("SELECT", command_frame(&[b"SELECT", db.as_bytes()])));
+    }
+    // Replicas serve reads only after READONLY; masters take it and change nothing.
+    if config.redis_cluster && config.read_from != crate::config::ReadFrom::Master {
+        steps.push(("READONLY", command_frame(&[b"READONLY"])));
     }
     steps
 }
@@ -196,19 +209,27 @@ impl Pool {
         };
         Arc::new_cyclic(|pool: &Weak<Pool>| {
             let handshake = Arc::new(handshake_for(&config));
-            let servers = config
-                .servers
-                .iter()
-                .map(|server| {
-                    new_server(pool, &config, server, &handshake, &connections, placement)
-                })
-                .collect();
+            // A cluster pool's servers are the nodes its topology source finds.
+            let (servers, router) = if config.redis_cluster {
+                tokio::spawn(super::cluster::run_topology(pool.clone()));
+                (Vec::new(), PoolRouter::cluster(SlotTable::empty(), 0))
+            } else {
+                let servers = config
+                    .servers
+                    .iter()
+                    .map(|server| {
+                        new_server(pool, &config, server, &handshake, &connections, placement)
+                    })
+                    .collect();
+                (servers, PoolRouter::with_all_live(&config))
+            };
             let snapshot = PoolSnapshot {
-                router: PoolRouter::with_all_live(&config),
+                router,
                 config: config.clone(),
                 servers,
                 listen_tls: tls.listen,
                 server_tls: tls.server,
+                cluster_error: None,
             };
             // Every pool: a reload may give it `server_tls:` later.
             tokio::spawn(watch_tls_files(pool.clone()));
@@ -220,6 +241,8 @@ impl Pool {
                 rebuild: Mutex::new(()),
                 placement,
                 drain_cut: DrainTally::default(),
+                cluster: super::cluster::ClusterControl::default(),
+                stats_registry: std::sync::OnceLock::new(),
             }
         })
     }
@@ -241,6 +264,22 @@ impl Pool {
         let current = self.current.load_full();
         let config = Arc::new(config);
         let handshake = Arc::new(handshake_for(&config));
+        if config.redis_cluster && current.config.redis_cluster {
+            // The nodes stay; new seeds and options are used by the next refresh, now.
+            for server in &current.servers {
+                server.info.handshake.store(handshake.clone());
+            }
+            self.current.store(Arc::new(PoolSnapshot {
+                config,
+                router: current.router.clone(),
+                servers: current.servers.clone(),
+                listen_tls: tls.listen,
+                server_tls: tls.server,
+                cluster_error: current.cluster_error.clone(),
+            }));
+            self.cluster.refresh_soon();
+            return (Vec::new(), Vec::new());
+        }
         let weak = Arc::downgrade(self);
         let mut added = Vec::new();
         let servers: Vec<Arc<Server>> = config
@@ -272,12 +311,7 @@ impl Pool {
                 }
             })
             .collect();
-        let removed = current
-            .servers
-            .iter()
-            .filter(|old| !servers.iter().any(|s| Arc::ptr_eq(s, old)))
-            .map(|old| old.info.name.clone())
-            .collect();
+        let removed = removed_names(&current.servers, &servers);
         let router = router_for(&config, &servers);
         self.current.store(Arc::new(PoolSnapshot {
             config,
@@ -285,6 +319,7 @@ impl Pool {
             servers,
             listen_tls: tls.listen,
             server_tls: tls.server,
+            cluster_error: None,
         }));
         (added, removed)
     }
@@ -293,6 +328,11 @@ impl Pool {
     /// reaches `server_failure_limit` (only with `auto_eject_hosts`).
     pub fn server_failed(self: &Arc<Pool>, server: &ServerInfo, err: &BackendError) {
         let config = self.current.load().config.clone();
+        if config.redis_cluster {
+            // The cluster fails over by itself; learn its new shape.
+            self.cluster.refresh_soon();
+            return;
+        }
         if !config.auto_eject_hosts || !server.health.record_failure(config.server_failure_limit) {
             return;
         }
@@ -334,6 +374,125 @@ impl Pool {
             servers: current.servers.clone(),
             listen_tls: current.listen_tls.clone(),
             server_tls: current.server_tls.clone(),
+            cluster_error: current.cluster_error.clone(),
+        }));
+    }
+
+    /// A cluster pool's new slot map: nodes it names that the pool already has keep their
+    /// connections; new ones start; the others leave the snapshot and close once their
+    /// in-flight requests are answered. Returns the nodes added and removed.
+    pub fn apply_slot_map(self: &Arc<Pool>, map: &SlotMap) -> (Vec<String>, Vec<String>) {
+        let _serial = self
+            .rebuild
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.current.load_full();
+        let config = &current.config;
+        let handshake = Arc::new(handshake_for(config));
+        let weak = Arc::downgrade(self);
+        let mut added = Vec::new();
+        let servers: Vec<Arc<Server>> = map
+            .nodes
+            .iter()
+            .map(|node| {
+                let server = node_server(node);
+                match current.servers.iter().find(|s| s.info.addr == server.addr) {
+                    Some(old) => old.clone(),
+                    None => {
+                        added.push(server.name.clone());
+                        new_server(
+                            &weak,
+                            config,
+                            &server,
+                            &handshake,
+                            &self.connections,
+                            self.placement,
+                        )
+                    }
+                }
+            })
+            .collect();
+        let removed = removed_names(&current.servers, &servers);
+        let table = SlotTable::build(map, |node| node);
+        self.current.store(Arc::new(PoolSnapshot {
+            config: config.clone(),
+            router: PoolRouter::cluster(table, servers.len()),
+            servers,
+            listen_tls: current.listen_tls.clone(),
+            server_tls: current.server_tls.clone(),
+            cluster_error: None,
+        }));
+        (added, removed)
+    }
+
+    /// The server of cluster node `node`, added to the pool if it is new; with `slot` (a
+    /// `MOVED` reply), that slot is served by it from now on, in a new slot table swapped in
+    /// at once.
+    pub fn apply_moved(
+        self: &Arc<Pool>,
+        slot: Option<u16>,
+        node: &NodeAddr,
+    ) -> Option<Arc<Server>> {
+        let _serial = self
+            .rebuild
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.current.load_full();
+        let table = current.router.slot_table()?;
+        let wanted = node_server(node);
+        let mut servers = current.servers.clone();
+        let index = match servers.iter().position(|s| s.info.addr == wanted.addr) {
+            Some(index) => index,
+            None => {
+                let handshake = Arc::new(handshake_for(&current.config));
+                servers.push(new_server(
+                    &Arc::downgrade(self),
+                    &current.config,
+                    &wanted,
+                    &handshake,
+                    &self.connections,
+                    self.placement,
+                ));
+                servers.len() - 1
+            }
+        };
+        let added = servers.len() > current.servers.len();
+        let table = match slot {
+            Some(slot) if table.shard(slot).map(|s| s.master) != Some(index) => {
+                table.with_slot_moved(slot, index)
+            }
+            _ if added => table.clone(),
+            _ => return servers.get(index).cloned(),
+        };
+        let server = servers.get(index).cloned();
+        self.current.store(Arc::new(PoolSnapshot {
+            config: current.config.clone(),
+            router: PoolRouter::cluster(table, servers.len()),
+            servers,
+            listen_tls: current.listen_tls.clone(),
+            server_tls: current.server_tls.clone(),
+            cluster_error: current.cluster_error.clone(),
+        }));
+        server
+    }
+
+    /// Records why a cluster pool's refresh failed, for clients' `-CLUSTERDOWN` replies.
+    pub fn set_cluster_error(&self, error: &str) {
+        let _serial = self
+            .rebuild
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.current.load_full();
+        if current.cluster_error.as_deref() == Some(error) {
+            return;
+        }
+        self.current.store(Arc::new(PoolSnapshot {
+            config: current.config.clone(),
+            router: current.router.clone(),
+            servers: current.servers.clone(),
+            listen_tls: current.listen_tls.clone(),
+            server_tls: current.server_tls.clone(),
+            cluster_error: Some(error.into()),
         }));
     }
 
@@ -358,6 +517,29 @@ impl Pool {
             pool: self.clone(),
             _connection: self.connections.track(),
         })
+    }
+}
+
+/// The names of the servers in `old` that `new` no longer has.
+fn removed_names(old: &[Arc<Server>], new: &[Arc<Server>]) -> Vec<String> {
+    old.iter()
+        .filter(|o| !new.iter().any(|s| Arc::ptr_eq(s, o)))
+        .map(|o| o.info.name.clone())
+        .collect()
+}
+
+/// A cluster node as a server: named `host:port` in the stats, weight 1.
+fn node_server(node: &NodeAddr) -> crate::config::ServerConfig {
+    let name = node.to_string();
+    crate::config::ServerConfig {
+        pname: format!("{name}:1"),
+        name,
+        addr: crate::config::ServerAddr::Tcp {
+            host: node.host.clone(),
+            port: node.port,
+        },
+        weight: 1,
+        has_alias: false,
     }
 }
 
@@ -441,6 +623,7 @@ fn new_server(
         pool: pool.clone(),
         stats: Arc::new(ServerStats::default()),
         connections: connections.clone(),
+        cluster: config.redis_cluster,
     });
     let connections = (0..config.server_connections.max(1) as usize)
         .map(|i| {

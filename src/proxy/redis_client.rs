@@ -5,11 +5,12 @@ use bytes::{Bytes, BytesMut};
 
 use super::error::BackendError;
 use super::pool::PoolSnapshot;
-use super::session::{route, Closing, Core, Merger, Protocol};
+use super::session::{route, route_error, Closing, Core, Merger, Protocol};
 use crate::proto::redis::command;
 use crate::proto::redis::dispatch::{self, Dispatch, KeyRanges, SplitKind};
 use crate::proto::redis::request::{Limits, Request, RequestDecoder};
 use crate::proto::redis::split::{self, Merge};
+use crate::route::RouteError;
 
 /// Per-connection Redis state.
 pub struct RedisProtocol {
@@ -57,6 +58,9 @@ impl Protocol for RedisProtocol {
     }
 
     fn error_reply(err: &BackendError) -> Bytes {
+        if let BackendError::ClusterDown(text) = err {
+            return Bytes::from(format!("-CLUSTERDOWN {text}\r\n"));
+        }
         Bytes::from(dispatch::error_reply(&err.to_string()))
     }
 
@@ -69,6 +73,11 @@ impl RedisProtocol {
     fn handle_request(&mut self, core: &mut Core, snapshot: &PoolSnapshot, request: Request) {
         let spec = command::lookup(request.arg(0).unwrap_or_default());
         core.count_command_spec(spec);
+        if snapshot.config.redis_cluster && self.authenticated {
+            if let Some(reply) = cluster_answer(snapshot, &request, spec) {
+                return core.push_ready(Bytes::from(reply));
+            }
+        }
         match dispatch::dispatch_as(&request, spec) {
             Dispatch::Quit => core.closing = Some(Closing::Quit),
             Dispatch::Auth { password } => {
@@ -114,6 +123,31 @@ impl RedisProtocol {
     }
 }
 
+/// What a cluster pool answers itself: walnut is one node owning every slot (`CLUSTER …`),
+/// and `READONLY` / `READWRITE` (walnut picks replicas by `read_from`).
+fn cluster_answer(
+    snapshot: &PoolSnapshot,
+    request: &Request,
+    spec: Option<&command::CommandSpec>,
+) -> Option<Vec<u8>> {
+    match spec?.name {
+        "CLUSTER" => {
+            let (host, port) = match &snapshot.config.listen {
+                crate::config::ListenAddr::Tcp { host, port, .. } => (host.as_str(), *port),
+                crate::config::ListenAddr::Unix { .. } => ("", 0),
+            };
+            let node = crate::cluster::emulate::Announce::new(host, port);
+            let args: Vec<&[u8]> = request.args().skip(1).collect();
+            Some(crate::cluster::emulate::reply(&args, &node))
+        }
+        "READONLY" | "READWRITE" => Some(dispatch::OK.to_vec()),
+        _ => None,
+    }
+}
+
+/// Redis Cluster's refusal of keys in different slots.
+const CROSSSLOT: &[u8] = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n";
+
 /// Forwards a multi-key request whole when every key maps to one server.
 fn forward_same_server(
     core: &mut Core,
@@ -121,6 +155,18 @@ fn forward_same_server(
     request: &Request,
     keys: KeyRanges,
 ) {
+    if snapshot.config.redis_cluster {
+        // Redis refuses keys of different slots, even on one node.
+        let mut slots = request
+            .args()
+            .enumerate()
+            .filter(|&(i, _)| is_key_position(keys, i))
+            .map(|(_, key)| crate::cluster::slot::key_slot(key));
+        let first = slots.next();
+        if slots.any(|slot| Some(slot) != first) {
+            return core.push_ready(Bytes::from_static(CROSSSLOT));
+        }
+    }
     // One walk over the arguments: `Request::arg(i)` walks from the start for i >= 3.
     let mut servers = request
         .args()
@@ -149,6 +195,9 @@ fn forward_same_server(
 /// Sends one part per server and merges their replies. A request whose keys all live on
 /// one server is forwarded unchanged: the reply is the same.
 fn split(core: &mut Core, snapshot: &PoolSnapshot, kind: SplitKind, request: &Request) {
+    if snapshot.config.redis_cluster {
+        return split_by_slot(core, snapshot, kind, request);
+    }
     let plan = match split::plan(kind, request, |key| route(snapshot, key)) {
         Ok(plan) => plan,
         Err(err) => return core.push_error(&err),
@@ -162,6 +211,51 @@ fn split(core: &mut Core, snapshot: &PoolSnapshot, kind: SplitKind, request: &Re
         .map(|p| (p.server, p.frame))
         .collect();
     core.forward_split(snapshot, parts, Box::new(plan.merge));
+}
+
+/// A cluster pool's split: one part per slot (Redis refuses keys of different slots even on
+/// one node), each sent to the slot's server.
+fn split_by_slot(core: &mut Core, snapshot: &PoolSnapshot, kind: SplitKind, request: &Request) {
+    let plan = match split::plan(kind, request, |key| {
+        Ok::<_, BackendError>(usize::from(crate::cluster::slot::key_slot(key)))
+    }) {
+        Ok(plan) => plan,
+        Err(err) => return core.push_error(&err),
+    };
+    let table = snapshot.router.slot_table();
+    let server_of = |slot: usize| -> usize {
+        let shard = u16::try_from(slot)
+            .ok()
+            .and_then(|slot| table.and_then(|t| t.shard(slot)));
+        // No owner: an index past the servers, which fails that part as unreachable.
+        shard.map_or(usize::MAX, |s| s.master)
+    };
+    if let [only] = plan.parts.as_slice() {
+        let server = match u16::try_from(only.server) {
+            Ok(slot) => route_slot(snapshot, slot),
+            Err(_) => Err(BackendError::ClusterDown("Hash slot not served".into())),
+        };
+        return core.forward(snapshot, server, request.frame().clone());
+    }
+    let parts = plan
+        .parts
+        .into_iter()
+        .map(|p| (server_of(p.server), p.frame))
+        .collect();
+    core.forward_split(snapshot, parts, Box::new(plan.merge));
+}
+
+/// The master of `slot`, or why there is none.
+fn route_slot(snapshot: &PoolSnapshot, slot: u16) -> Result<usize, BackendError> {
+    let table = snapshot
+        .router
+        .slot_table()
+        .ok_or(BackendError::ConnectionRefused)?;
+    match table.shard(slot) {
+        Some(shard) => Ok(shard.master),
+        None if table.is_empty() => Err(route_error(snapshot, b"", RouteError::NoSlotMap)),
+        None => Err(route_error(snapshot, b"", RouteError::SlotNotServed)),
+    }
 }
 
 /// True when argument `i` is one of the key positions in `keys`.

@@ -232,10 +232,14 @@ impl Core {
                 tx: (!dropped).then(|| self.reply_sender()),
                 seq: self.next_seq(),
                 part: 0,
+                client: self.id,
+                worker: self.worker,
             },
             // As in twemproxy, a noreply request has no timeout.
             deadline: if dropped { None } else { self.batch_deadline },
             until_noop: expect == Expect::UntilNoop,
+            redirects: 0,
+            asking: false,
         };
         server.info.stats.enqueue(bytes);
         match server.connection_for(self.id, self.worker).send(request) {
@@ -272,6 +276,8 @@ impl Core {
                 tx: Some(self.reply_sender()),
                 seq,
                 part: index as u32,
+                client: self.id,
+                worker: self.worker,
             };
             let bytes = frame.len() as u64;
             let request = BackendRequest {
@@ -279,6 +285,8 @@ impl Core {
                 reply_to,
                 deadline: self.batch_deadline,
                 until_noop: false,
+                redirects: 0,
+                asking: false,
             };
             server.info.stats.enqueue(bytes);
             if server
@@ -385,12 +393,21 @@ pub fn route(snapshot: &PoolSnapshot, key: &[u8]) -> Result<usize, BackendError>
     snapshot
         .router
         .server_for_key(key)
-        .map_err(|err| match err {
-            RouteError::NoLiveServer => BackendError::ConnectionRefused,
-            RouteError::UnknownName => {
-                BackendError::unknown_server_name(key, &snapshot.config.name)
-            }
-        })
+        .map_err(|err| route_error(snapshot, key, err))
+}
+
+/// The failure a client sees for a key that has no server.
+pub fn route_error(snapshot: &PoolSnapshot, key: &[u8], err: RouteError) -> BackendError {
+    match err {
+        RouteError::NoLiveServer => BackendError::ConnectionRefused,
+        RouteError::UnknownName => BackendError::unknown_server_name(key, &snapshot.config.name),
+        RouteError::SlotNotServed => BackendError::ClusterDown("Hash slot not served".into()),
+        RouteError::NoSlotMap => BackendError::ClusterDown(format!(
+            "walnut has no slot map for pool '{}' (last error: {})",
+            snapshot.config.name,
+            snapshot.cluster_error.as_deref().unwrap_or("none yet")
+        )),
+    }
 }
 
 /// The server a request goes to, or why it cannot go anywhere.

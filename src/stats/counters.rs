@@ -154,6 +154,18 @@ pub struct PoolStats {
     /// walnut: TLS clients closed before their session: a failed or unfinished handshake,
     /// or a client that did not speak TLS.
     pub tls_handshake_failures: Counter,
+    /// walnut, Redis Cluster pools: `-MOVED` replies followed.
+    pub cluster_moved: Counter,
+    /// walnut, Redis Cluster pools: `-ASK` replies followed.
+    pub cluster_ask: Counter,
+    /// walnut, Redis Cluster pools: `-TRYAGAIN` / `-CLUSTERDOWN` replies retried.
+    pub cluster_retries: Counter,
+    /// walnut, Redis Cluster pools: slot maps read.
+    pub cluster_refreshes: Counter,
+    /// walnut, Redis Cluster pools: refreshes that found no node able to answer.
+    pub cluster_refresh_failures: Counter,
+    /// walnut, Redis Cluster pools: refreshes that changed the slot map or the node set.
+    pub cluster_topology_changes: Counter,
     /// From a request's arrival to its reply being written to the client.
     pub request_latency: LatencyHistogram,
     /// Requests by command.

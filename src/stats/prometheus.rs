@@ -44,7 +44,7 @@ type PoolFigure = fn(&PoolStats) -> u64;
 type ServerFigure = fn(&ServerStats) -> u64;
 
 /// (name without `_total`/unit, unit, type, help, read).
-const POOL_FIGURES: [(&str, Option<Unit>, MetricType, &str, PoolFigure); 8] = [
+const POOL_FIGURES: [(&str, Option<Unit>, MetricType, &str, PoolFigure); 14] = [
     (
         "walnut_pool_client_eof",
         None,
@@ -100,6 +100,48 @@ const POOL_FIGURES: [(&str, Option<Unit>, MetricType, &str, PoolFigure); 8] = [
         MetricType::Counter,
         "TLS clients closed before their session: failed or unfinished handshakes, and clients that did not speak TLS.",
         |p| p.tls_handshake_failures.get(),
+    ),
+    (
+        "walnut_pool_cluster_moved",
+        None,
+        MetricType::Counter,
+        "Redis Cluster pools: -MOVED replies followed (never shown to clients).",
+        |p| p.cluster_moved.get(),
+    ),
+    (
+        "walnut_pool_cluster_ask",
+        None,
+        MetricType::Counter,
+        "Redis Cluster pools: -ASK replies followed (never shown to clients).",
+        |p| p.cluster_ask.get(),
+    ),
+    (
+        "walnut_pool_cluster_retries",
+        None,
+        MetricType::Counter,
+        "Redis Cluster pools: -TRYAGAIN and -CLUSTERDOWN replies retried after a backoff.",
+        |p| p.cluster_retries.get(),
+    ),
+    (
+        "walnut_pool_cluster_refreshes",
+        None,
+        MetricType::Counter,
+        "Redis Cluster pools: slot maps read from a node.",
+        |p| p.cluster_refreshes.get(),
+    ),
+    (
+        "walnut_pool_cluster_refresh_failures",
+        None,
+        MetricType::Counter,
+        "Redis Cluster pools: refreshes where no seed or known node gave a slot map.",
+        |p| p.cluster_refresh_failures.get(),
+    ),
+    (
+        "walnut_pool_cluster_topology_changes",
+        None,
+        MetricType::Counter,
+        "Redis Cluster pools: refreshes that changed the slot map or the node set.",
+        |p| p.cluster_topology_changes.get(),
     ),
 ];
 

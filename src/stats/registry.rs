@@ -266,6 +266,16 @@ impl Stats {
         self.refresh();
     }
 
+    /// Replaces the servers of pool `pool` in the layout (a cluster pool's nodes changed).
+    pub fn set_pool_servers(&self, pool: &str, servers: Vec<ServerEntry>) {
+        let mut layout = (**self.pools.load()).clone();
+        let Some(entry) = layout.iter_mut().find(|p| p.name == pool) else {
+            return;
+        };
+        entry.servers = servers;
+        self.set_pools(layout);
+    }
+
     /// Seconds since [`Stats::new`].
     pub fn uptime(&self) -> u64 {
         self.started.elapsed().as_secs()

@@ -26,6 +26,9 @@ fn node_command(dir: &TempDir, port: u16) -> Command {
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--cluster-enabled", "yes"])
         .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+        // A replica's full sync writes the RDB it received: each node its own file, or a
+        // node started later would load another's keys.
+        .args(["--dbfilename", &format!("dump-{port}.rdb")])
         .args(["--cluster-node-timeout", "2000"])
         .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
         .args(["--loglevel", "warning"])
@@ -87,6 +90,35 @@ impl Cluster {
                 Instant::now() < deadline,
                 "the cluster never reached cluster_state:ok"
             );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts one more cluster-enabled node, not yet part of the cluster; returns its port.
+    pub fn add_empty_node(&mut self) -> u16 {
+        let port = free_port();
+        let mut process =
+            Process::spawn("redis-server (cluster)", &mut node_command(&self.dir, port));
+        wait_for_tcp(local(port), "redis-server (cluster)", &mut process);
+        self.nodes.push(Node { port, process });
+        port
+    }
+
+    /// The port of a replica of the master on `master`.
+    pub fn replica_of(&self, master: u16) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for node in &self.nodes {
+                let mut client = RespClient::connect(&format!("127.0.0.1:{}", node.port));
+                if let Value::Array(role) = client.cmd_str(&["ROLE"]) {
+                    if role.first() == Some(&Value::bulk("slave"))
+                        && role.get(2) == Some(&Value::Int(i64::from(master)))
+                    {
+                        return node.port;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no replica of {master}");
             std::thread::sleep(Duration::from_millis(100));
         }
     }

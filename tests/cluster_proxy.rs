@@ -1,0 +1,441 @@
+//! Redis Cluster pools (issue 18) against a real cluster of 3 masters with one replica each,
+//! started once for this file: walnut learns the slot map from a seed, places every key on
+//! the master that owns its slot, splits multi-key commands by slot, refuses cross-slot
+//! ones as Redis does, follows MOVED and ASK through a live reshard and a failover without a
+//! client ever seeing them, and answers cluster-aware clients as a one-node cluster.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::cluster::Cluster;
+use common::{free_port, local, ProxyProcess, RespClient, Value};
+use walnut::cluster::slot::key_slot;
+
+fn pool_config(listen: u16, seeds: &[u16], extra: &str) -> String {
+    let mut config = format!(
+        "cluster:\n  listen: 127.0.0.1:{listen}\n  redis_cluster: true\n  timeout: 3000\n{extra}  servers:\n"
+    );
+    for seed in seeds {
+        config.push_str(&format!("   - 127.0.0.1:{seed}:1\n"));
+    }
+    config
+}
+
+/// Waits until walnut answers a key on every master (its first slot map is in).
+fn wait_for_slot_map(client: &mut RespClient) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if client.cmd_str(&["SET", "walnut:probe", "1"]) == Value::Status("OK".into()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "walnut never learned the slot map"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The port of each slot's master, from the cluster itself (one `CLUSTER SLOTS`).
+fn slot_owners(cluster: &Cluster) -> Vec<u16> {
+    let mut owners = vec![0u16; 16384];
+    let mut client = cluster.client(0);
+    let Value::Array(ranges) = client.cmd_str(&["CLUSTER", "SLOTS"]) else {
+        panic!("CLUSTER SLOTS is an array");
+    };
+    for range in ranges {
+        let Value::Array(items) = range else { continue };
+        let (Value::Int(first), Value::Int(last), Value::Array(master)) =
+            (&items[0], &items[1], &items[2])
+        else {
+            continue;
+        };
+        let Value::Int(port) = master[1] else {
+            continue;
+        };
+        for slot in *first..=*last {
+            owners[slot as usize] = port as u16;
+        }
+    }
+    owners
+}
+
+/// The port of the master that owns `slot`.
+fn owner_of(cluster: &Cluster, slot: u16) -> u16 {
+    slot_owners(cluster)[usize::from(slot)]
+}
+
+fn node_id(port: u16) -> String {
+    let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
+    match client.cmd_str(&["CLUSTER", "MYID"]) {
+        Value::Bulk(id) => String::from_utf8(id).expect("utf8 id"),
+        other => panic!("CLUSTER MYID: {other:?}"),
+    }
+}
+
+fn redis_cli_cluster(args: &[&str]) {
+    let out = Command::new("redis-cli")
+        .arg("--cluster")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli --cluster");
+    assert!(
+        out.status.success(),
+        "redis-cli --cluster {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Scenario 1: 10,000 keys written through walnut each live on their slot's master.
+fn every_key_lands_on_the_master_of_its_slot(cluster: &Cluster, walnut: u16) {
+    let mut client = RespClient::connect(&format!("127.0.0.1:{walnut}"));
+    let commands: Vec<Vec<Vec<u8>>> = (0..10_000)
+        .map(|i| {
+            vec![
+                b"SET".to_vec(),
+                format!("placed:{i}").into_bytes(),
+                format!("v{i}").into_bytes(),
+            ]
+        })
+        .collect();
+    for chunk in commands.chunks(500) {
+        let replies = client.pipeline(chunk);
+        assert!(replies.iter().all(|r| *r == Value::Status("OK".into())));
+    }
+    let masters = cluster.master_ports();
+    let owners = slot_owners(cluster);
+    for i in (0..10_000).step_by(7) {
+        let key = format!("placed:{i}");
+        let slot = key_slot(key.as_bytes());
+        let owner = owners[usize::from(slot)];
+        let mut direct = RespClient::connect(&format!("127.0.0.1:{owner}"));
+        assert_eq!(
+            direct.cmd_str(&["GET", &key]),
+            Value::bulk(format!("v{i}")),
+            "{key} (slot {slot}) on its master {owner}"
+        );
+        for other in masters.iter().filter(|&&p| p != owner) {
+            let mut elsewhere = RespClient::connect(&format!("127.0.0.1:{other}"));
+            // Another master answers MOVED: the key is not there.
+            assert!(
+                matches!(elsewhere.cmd_str(&["GET", &key]), Value::Error(e) if e.starts_with("MOVED"))
+            );
+        }
+    }
+}
+
+/// Scenario 2: multi-key commands split by slot; cross-slot ones refused as Redis does.
+fn multi_key_commands_split_by_slot_and_crossslot_is_refused(walnut: u16) {
+    let mut client = RespClient::connect(&format!("127.0.0.1:{walnut}"));
+    let keys: Vec<String> = (0..100).map(|i| format!("multi:{i}")).collect();
+    let mut mset: Vec<&str> = vec!["MSET"];
+    let values: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+    for (k, v) in keys.iter().zip(&values) {
+        mset.push(k);
+        mset.push(v);
+    }
+    assert_eq!(client.cmd_str(&mset), Value::Status("OK".into()));
+    let mut mget: Vec<&str> = vec!["MGET"];
+    mget.extend(keys.iter().map(String::as_str));
+    mget.push("multi:absent");
+    let Value::Array(got) = client.cmd_str(&mget) else {
+        panic!("MGET gives an array");
+    };
+    assert_eq!(got.len(), 101);
+    for (i, value) in got.iter().take(100).enumerate() {
+        assert_eq!(*value, Value::bulk(format!("m{i}")), "MGET position {i}");
+    }
+    assert_eq!(got[100], Value::Nil);
+    let mut del: Vec<&str> = vec!["DEL"];
+    del.extend(keys.iter().take(60).map(String::as_str));
+    del.push("multi:absent");
+    assert_eq!(client.cmd_str(&del), Value::Int(60));
+    let mut exists: Vec<&str> = vec!["EXISTS"];
+    exists.extend(keys.iter().map(String::as_str));
+    assert_eq!(client.cmd_str(&exists), Value::Int(40));
+
+    // RENAME across slots: Redis's own refusal, and the connection stays usable.
+    assert_ne!(key_slot(b"multi:70"), key_slot(b"renamed:70"));
+    assert_eq!(
+        client.cmd_str(&["RENAME", "multi:70", "renamed:70"]),
+        Value::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
+    );
+    assert_eq!(client.cmd_str(&["GET", "multi:70"]), Value::bulk("m70"));
+    // With a shared hash tag, the same command goes through.
+    client.cmd_str(&["SET", "{user1}:a", "x"]);
+    assert_eq!(
+        client.cmd_str(&["RENAME", "{user1}:a", "{user1}:b"]),
+        Value::Status("OK".into())
+    );
+    assert_eq!(client.cmd_str(&["GET", "{user1}:b"]), Value::bulk("x"));
+}
+
+/// Cluster-aware clients see walnut as one node owning every slot.
+fn cluster_commands_describe_walnut_as_one_node(walnut: u16) {
+    let mut client = RespClient::connect(&format!("127.0.0.1:{walnut}"));
+    let Value::Array(slots) = client.cmd_str(&["CLUSTER", "SLOTS"]) else {
+        panic!("CLUSTER SLOTS is an array");
+    };
+    assert_eq!(slots.len(), 1);
+    let Value::Array(range) = &slots[0] else {
+        panic!("a range")
+    };
+    assert_eq!(range[0], Value::Int(0));
+    assert_eq!(range[1], Value::Int(16383));
+    let Value::Array(node) = &range[2] else {
+        panic!("a node")
+    };
+    assert_eq!(node[0], Value::bulk("127.0.0.1"));
+    assert_eq!(node[1], Value::Int(i64::from(walnut)));
+    let Value::Bulk(info) = client.cmd_str(&["CLUSTER", "INFO"]) else {
+        panic!("CLUSTER INFO is a bulk string");
+    };
+    assert!(String::from_utf8_lossy(&info).contains("cluster_state:ok"));
+    assert_eq!(
+        client.cmd_str(&["CLUSTER", "KEYSLOT", "foo"]),
+        Value::Int(12182)
+    );
+    // COMMAND (what cluster clients send at start) comes from a node.
+    let Value::Array(commands) = client.cmd_str(&["COMMAND"]) else {
+        panic!("COMMAND is an array");
+    };
+    assert!(commands.len() > 100, "COMMAND lists Redis's commands");
+}
+
+/// Clients pipelining SET/GET pairs on `keys`, each checking every value it reads back,
+/// until `stop`. Returns (errors, wrong values, pairs done).
+fn start_traffic(
+    walnut: u16,
+    keys: Arc<Vec<String>>,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<(usize, usize, usize)>> {
+    (0..clients)
+        .map(|c| {
+            let keys = keys.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut client = RespClient::connect(&format!("127.0.0.1:{walnut}"));
+                let (mut errors, mut wrong, mut done) = (0, 0, 0);
+                let mut round = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    round += 1;
+                    let batch: Vec<(String, String)> = (0..16)
+                        .map(|i| {
+                            let key = &keys[(round * 16 + i + c * 7) % keys.len()];
+                            (format!("{key}:{c}"), format!("c{c}r{round}i{i}"))
+                        })
+                        .collect();
+                    let mut commands = Vec::new();
+                    for (key, value) in &batch {
+                        commands.push(vec![
+                            b"SET".to_vec(),
+                            key.clone().into_bytes(),
+                            value.clone().into_bytes(),
+                        ]);
+                        commands.push(vec![b"GET".to_vec(), key.clone().into_bytes()]);
+                    }
+                    let replies = client.pipeline(&commands);
+                    for (pair, (_, value)) in replies.chunks(2).zip(&batch) {
+                        match (&pair[0], &pair[1]) {
+                            (Value::Status(ok), got) if ok == "OK" => {
+                                if *got != Value::bulk(value) {
+                                    if matches!(got, Value::Error(_)) {
+                                        errors += 1;
+                                        eprintln!("GET error: {got:?}");
+                                    } else {
+                                        wrong += 1;
+                                        eprintln!("wrong value: {got:?}, expected {value}");
+                                    }
+                                }
+                            }
+                            (other, _) => {
+                                errors += 1;
+                                eprintln!("SET error: {other:?}");
+                            }
+                        }
+                        done += 1;
+                    }
+                }
+                (errors, wrong, done)
+            })
+        })
+        .collect()
+}
+
+fn stop_traffic(
+    stop: &AtomicBool,
+    threads: Vec<std::thread::JoinHandle<(usize, usize, usize)>>,
+) -> (usize, usize, usize) {
+    stop.store(true, Ordering::Relaxed);
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("traffic thread"))
+        .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
+}
+
+/// `count` keys served by the master on `port` now, each a hash tag (the traffic appends
+/// `:<client>`, which the tag keeps in the same slot).
+fn keys_on(cluster: &Cluster, port: u16, count: usize) -> Vec<String> {
+    let owners = slot_owners(cluster);
+    (0..)
+        .map(|i| format!("{{moving:{i}}}"))
+        .filter(|key| owners[usize::from(key_slot(key.as_bytes()))] == port)
+        .take(count)
+        .collect()
+}
+
+/// Scenario 3: a live reshard of 3000 slots under pipelined traffic: no error, no wrong value.
+fn a_live_reshard_is_invisible_to_clients(cluster: &Cluster, walnut: u16) -> (u16, u16) {
+    let mut masters = cluster.master_ports();
+    masters.sort_unstable();
+    let (from, to) = (masters[0], masters[1]);
+    let keys = Arc::new(keys_on(cluster, from, 200));
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = start_traffic(walnut, keys.clone(), 4, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    redis_cli_cluster(&[
+        "reshard",
+        &format!("127.0.0.1:{from}"),
+        "--cluster-from",
+        &node_id(from),
+        "--cluster-to",
+        &node_id(to),
+        "--cluster-slots",
+        "3000",
+        "--cluster-yes",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (errors, wrong, done) = stop_traffic(&stop, traffic);
+    assert!(done > 0);
+    assert_eq!(
+        (errors, wrong),
+        (0, 0),
+        "during the reshard ({done} SET/GET pairs)"
+    );
+    // Keys that moved are now on the new owner.
+    let moved = keys
+        .iter()
+        .filter(|k| owner_of(cluster, key_slot(k.as_bytes())) == to)
+        .count();
+    assert!(moved > 0, "the reshard moved some of the keys in use");
+    (from, to)
+}
+
+/// Scenario 6: a node added and given slots serves through walnut without a reload.
+fn an_added_node_is_used_without_a_reload(cluster: &mut Cluster, walnut: &ProxyProcess, port: u16) {
+    let new_port = cluster.add_empty_node();
+    redis_cli_cluster(&[
+        "add-node",
+        &format!("127.0.0.1:{new_port}"),
+        &format!("127.0.0.1:{}", cluster.nodes[0].port),
+    ]);
+    cluster.wait_ok();
+    // Wait until the new node has joined every node's view before giving it slots.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut masters = cluster.master_ports();
+    masters.retain(|&p| p != new_port);
+    redis_cli_cluster(&[
+        "reshard",
+        &format!("127.0.0.1:{}", masters[0]),
+        "--cluster-from",
+        &node_id(masters[0]),
+        "--cluster-to",
+        &node_id(new_port),
+        "--cluster-slots",
+        "500",
+        "--cluster-yes",
+    ]);
+    cluster.wait_ok();
+    let keys = keys_on(cluster, new_port, 20);
+    let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
+    for key in &keys {
+        assert_eq!(
+            client.cmd_str(&["SET", key, "new-node"]),
+            Value::Status("OK".into())
+        );
+    }
+    let mut direct = RespClient::connect(&format!("127.0.0.1:{new_port}"));
+    for key in &keys {
+        assert_eq!(
+            direct.cmd_str(&["GET", key]),
+            Value::bulk("new-node"),
+            "{key} on the new node"
+        );
+    }
+    // The new node shows in the stats once a refresh has seen it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !walnut
+        .stats_json()
+        .contains(&format!("\"127.0.0.1:{new_port}\""))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the new node never showed in the stats"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Scenario 4: a graceful failover (CLUSTER FAILOVER on a replica) under traffic: 0 errors.
+fn a_graceful_failover_is_invisible_to_clients(cluster: &Cluster, walnut: u16) {
+    let masters = cluster.master_ports();
+    let master = masters[0];
+    let replica = cluster.replica_of(master);
+    let keys = Arc::new(keys_on(cluster, master, 100));
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = start_traffic(walnut, keys, 4, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let mut client = RespClient::connect(&format!("127.0.0.1:{replica}"));
+    assert_eq!(
+        client.cmd_str(&["CLUSTER", "FAILOVER"]),
+        Value::Status("OK".into())
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cluster.master_ports().contains(&replica) {
+        assert!(Instant::now() < deadline, "the failover never happened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.wait_ok();
+    std::thread::sleep(Duration::from_millis(500));
+    let (errors, wrong, done) = stop_traffic(&stop, traffic);
+    assert!(done > 0);
+    assert_eq!(
+        (errors, wrong),
+        (0, 0),
+        "during the failover ({done} SET/GET pairs)"
+    );
+}
+
+#[test]
+fn a_cluster_pool_serves_a_live_redis_cluster() {
+    let mut cluster = Cluster::start(3);
+    let port = free_port();
+    let seeds = [cluster.nodes[0].port, cluster.nodes[1].port];
+    let walnut = ProxyProcess::walnut(&pool_config(port, &seeds, ""), &[local(port)]);
+    let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
+    wait_for_slot_map(&mut client);
+
+    every_key_lands_on_the_master_of_its_slot(&cluster, port);
+    multi_key_commands_split_by_slot_and_crossslot_is_refused(port);
+    cluster_commands_describe_walnut_as_one_node(port);
+    a_live_reshard_is_invisible_to_clients(&cluster, port);
+    a_graceful_failover_is_invisible_to_clients(&cluster, port);
+    an_added_node_is_used_without_a_reload(&mut cluster, &walnut, port);
+
+    // Every node is a server in the stats; redirects were counted, never shown.
+    let stats = walnut.stats_json();
+    for node in &cluster.nodes {
+        assert!(
+            stats.contains(&format!("\"127.0.0.1:{}\"", node.port)),
+            "node {} in {stats}",
+            node.port
+        );
+    }
+}
