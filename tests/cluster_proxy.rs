@@ -413,23 +413,214 @@ fn a_graceful_failover_is_invisible_to_clients(cluster: &Cluster, walnut: u16) {
     );
 }
 
+/// The `calls` of `cmdstat_<command>` in a node's `INFO commandstats`.
+fn command_calls(port: u16, command: &str) -> u64 {
+    let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
+    let Value::Bulk(info) = client.cmd_str(&["INFO", "commandstats"]) else {
+        panic!("INFO is a bulk string");
+    };
+    let info = String::from_utf8_lossy(&info).into_owned();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Scenario 7: with `read_from: replica`, reads reach replicas and writes reach masters.
+fn reads_go_to_replicas_and_writes_to_masters(cluster: &Cluster, walnut: u16) {
+    let masters = cluster.master_ports();
+    let replicas: Vec<u16> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.port)
+        .filter(|p| !masters.contains(p))
+        .collect();
+    let sum = |ports: &[u16], command: &str| -> u64 {
+        ports.iter().map(|&p| command_calls(p, command)).sum()
+    };
+    let (replica_gets, master_gets) = (sum(&replicas, "get"), sum(&masters, "get"));
+    let master_sets = sum(&masters, "set");
+    let mut client = RespClient::connect(&format!("127.0.0.1:{walnut}"));
+    for i in 0..200 {
+        let key = format!("read:{i}");
+        assert_eq!(
+            client.cmd_str(&["SET", &key, "r"]),
+            Value::Status("OK".into())
+        );
+    }
+    // A replica may lag its master by a moment: read each key until it is there.
+    for i in 0..200 {
+        let key = format!("read:{i}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client.cmd_str(&["GET", &key]) != Value::bulk("r") {
+            assert!(Instant::now() < deadline, "{key} never reached its replica");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    assert!(
+        sum(&masters, "set") >= master_sets + 200,
+        "writes reach masters"
+    );
+    assert!(
+        sum(&replicas, "get") >= replica_gets + 200,
+        "reads reach replicas"
+    );
+    assert_eq!(
+        sum(&masters, "get"),
+        master_gets,
+        "no read reached a master"
+    );
+}
+
+/// Scenario 8: redis-py's RedisCluster, pointed at walnut, works through it.
+fn redis_py_cluster_client_works_through_walnut(walnut: u16) {
+    let script = r#"
+import sys
+from redis.cluster import RedisCluster
+rc = RedisCluster(host="127.0.0.1", port=int(sys.argv[1]), socket_timeout=30)
+for i in range(300):
+    rc.set(f"rpy:{i}", f"value-{i}")
+assert [rc.get(f"rpy:{i}") for i in range(300)] == [f"value-{i}".encode() for i in range(300)]
+assert rc.mget_nonatomic([f"rpy:{i}" for i in range(50)]) == [f"value-{i}".encode() for i in range(50)]
+nodes = rc.get_nodes()
+assert len(nodes) == 1 and nodes[0].port == int(sys.argv[1]), nodes
+print("ok")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &walnut.to_string()])
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "redis-py RedisCluster: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
+
+/// Scenario 5: a master killed with SIGKILL under traffic: errors only on its slots and only
+/// until a replica is promoted; afterwards none; never a wrong value.
+fn a_killed_master_fails_only_its_slots_until_the_promotion(cluster: &mut Cluster, walnut: u16) {
+    let masters = cluster.master_ports();
+    let victim = masters[0];
+    let replica = cluster.replica_of(victim);
+    let survivor = masters[1];
+    let victim_keys = keys_on(cluster, victim, 50);
+    let survivor_keys = keys_on(cluster, survivor, 50);
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_survivor = start_traffic(walnut, Arc::new(survivor_keys), 2, stop.clone());
+    let on_victim = start_traffic(walnut, Arc::new(victim_keys.clone()), 2, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let index = cluster
+        .nodes
+        .iter()
+        .position(|n| n.port == victim)
+        .expect("the victim is a node");
+    cluster.nodes[index].process.kill_now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(
+        RespClient::connect(&format!("127.0.0.1:{replica}")).cmd_str(&["ROLE"]),
+        Value::Array(role) if role.first() == Some(&Value::bulk("master"))
+    ) {
+        assert!(Instant::now() < deadline, "the replica was never promoted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let during = stop_traffic(&stop, on_victim);
+    let others = {
+        let (errors, wrong, done) = stop_traffic(&stop, on_survivor);
+        assert!(done > 0);
+        (errors, wrong)
+    };
+    assert_eq!(others, (0, 0), "keys on other masters never fail");
+    assert_eq!(
+        during.1, 0,
+        "no wrong value, even on the failed master's slots"
+    );
+
+    // After the promotion: no error at all on the moved slots.
+    let stop = Arc::new(AtomicBool::new(false));
+    let after = start_traffic(walnut, Arc::new(victim_keys), 2, stop.clone());
+    std::thread::sleep(Duration::from_secs(1));
+    let (errors, wrong, done) = stop_traffic(&stop, after);
+    assert!(done > 0);
+    assert_eq!(
+        (errors, wrong),
+        (0, 0),
+        "after the promotion ({done} pairs)"
+    );
+}
+
+/// A seed that is not a cluster node, or none reachable: a clear log line, and clients get
+/// `-CLUSTERDOWN` naming the pool and the last error; walnut stays up.
+fn a_pool_without_a_cluster_says_so() {
+    let plain = common::RedisServer::start();
+    let port = free_port();
+    let dead = free_port();
+    let config = pool_config(port, &[plain.port, dead], "");
+    let walnut = ProxyProcess::walnut(&config, &[local(port)]);
+    let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = client.cmd_str(&["GET", "k"]);
+        let Value::Error(text) = reply else {
+            panic!("a pool without a cluster cannot answer GET: {reply:?}");
+        };
+        assert!(
+            text.starts_with("CLUSTERDOWN walnut has no slot map for pool 'cluster' (last error: "),
+            "{text}"
+        );
+        if text.contains("127.0.0.1:") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the error never named a node: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(client.cmd_str(&["PING"]), Value::Status("PONG".into()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !walnut
+        .log()
+        .contains("pool 'cluster': cannot read the cluster's slot map: ")
+    {
+        assert!(Instant::now() < deadline, "no log line: {}", walnut.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_cluster_pool_serves_a_live_redis_cluster() {
     let mut cluster = Cluster::start(3);
     let port = free_port();
     let seeds = [cluster.nodes[0].port, cluster.nodes[1].port];
-    let walnut = ProxyProcess::walnut(&pool_config(port, &seeds, ""), &[local(port)]);
+    let replica_port = free_port();
+    let config = pool_config(port, &seeds, "")
+        + &pool_config(replica_port, &seeds, "  read_from: replica\n").replacen(
+            "cluster:",
+            "replicas:",
+            1,
+        );
+    let walnut = ProxyProcess::walnut(&config, &[local(port), local(replica_port)]);
     let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
     wait_for_slot_map(&mut client);
+    wait_for_slot_map(&mut RespClient::connect(&format!(
+        "127.0.0.1:{replica_port}"
+    )));
 
     every_key_lands_on_the_master_of_its_slot(&cluster, port);
     multi_key_commands_split_by_slot_and_crossslot_is_refused(port);
     cluster_commands_describe_walnut_as_one_node(port);
+    reads_go_to_replicas_and_writes_to_masters(&cluster, replica_port);
+    redis_py_cluster_client_works_through_walnut(port);
     a_live_reshard_is_invisible_to_clients(&cluster, port);
     a_graceful_failover_is_invisible_to_clients(&cluster, port);
     an_added_node_is_used_without_a_reload(&mut cluster, &walnut, port);
-
-    // Every node is a server in the stats; redirects were counted, never shown.
+    // Every node is a server in the stats, and each topology change was logged.
     let stats = walnut.stats_json();
     for node in &cluster.nodes {
         assert!(
@@ -438,4 +629,9 @@ fn a_cluster_pool_serves_a_live_redis_cluster() {
             node.port
         );
     }
+    assert!(walnut
+        .log()
+        .contains("pool 'cluster': cluster topology from 127.0.0.1:"));
+    a_killed_master_fails_only_its_slots_until_the_promotion(&mut cluster, port);
+    a_pool_without_a_cluster_says_so();
 }

@@ -6,6 +6,7 @@ use bytes::{Bytes, BytesMut};
 use super::error::BackendError;
 use super::pool::PoolSnapshot;
 use super::session::{route, route_error, Closing, Core, Merger, Protocol};
+use crate::config::ReadFrom;
 use crate::proto::redis::command;
 use crate::proto::redis::dispatch::{self, Dispatch, KeyRanges, SplitKind};
 use crate::proto::redis::request::{Limits, Request, RequestDecoder};
@@ -101,7 +102,13 @@ impl RedisProtocol {
             _ if !self.authenticated => core.push_ready(Bytes::from_static(dispatch::NOAUTH)),
             Dispatch::Reply(reply) => core.push_ready(Bytes::from(reply)),
             Dispatch::Forward { key } => {
-                core.forward(snapshot, route(snapshot, key), request.frame().clone());
+                let server = match spec {
+                    Some(spec) if reads_from_replicas(snapshot, spec) => {
+                        route_read(snapshot, key, core.client_id())
+                    }
+                    _ => route(snapshot, key),
+                };
+                core.forward(snapshot, server, request.frame().clone());
             }
             Dispatch::ForwardSameServer { keys } => {
                 forward_same_server(core, snapshot, &request, keys)
@@ -142,6 +149,29 @@ fn cluster_answer(
         }
         "READONLY" | "READWRITE" => Some(dispatch::OK.to_vec()),
         _ => None,
+    }
+}
+
+/// True when `spec` goes to a replica: a read-only command in a cluster pool that reads
+/// from replicas.
+fn reads_from_replicas(snapshot: &PoolSnapshot, spec: &command::CommandSpec) -> bool {
+    snapshot.config.redis_cluster
+        && snapshot.config.read_from != ReadFrom::Master
+        && crate::proto::redis::readonly::is_read_only(spec.name)
+}
+
+/// A replica of `key`'s slot (clients spread over them), or with `prefer_replica` the
+/// master when the slot has none.
+fn route_read(snapshot: &PoolSnapshot, key: &[u8], client: u64) -> Result<usize, BackendError> {
+    let pick = client as usize;
+    match snapshot.router.replica_for_key(key, pick) {
+        Some(replica) => Ok(replica),
+        None if snapshot.config.read_from == ReadFrom::PreferReplica => route(snapshot, key),
+        None => route(snapshot, key).and_then(|_| {
+            Err(BackendError::ClusterDown(
+                "no replica serves the key's slot (read_from: replica)".into(),
+            ))
+        }),
     }
 }
 
@@ -223,16 +253,29 @@ fn split_by_slot(core: &mut Core, snapshot: &PoolSnapshot, kind: SplitKind, requ
         Err(err) => return core.push_error(&err),
     };
     let table = snapshot.router.slot_table();
+    let read_from = snapshot.config.read_from;
+    let replicas = kind == SplitKind::Mget && read_from != ReadFrom::Master;
+    let pick = core.client_id() as usize;
     let server_of = |slot: usize| -> usize {
         let shard = u16::try_from(slot)
             .ok()
             .and_then(|slot| table.and_then(|t| t.shard(slot)));
         // No owner: an index past the servers, which fails that part as unreachable.
-        shard.map_or(usize::MAX, |s| s.master)
+        let Some(shard) = shard else {
+            return usize::MAX;
+        };
+        match shard.replicas.len() {
+            n if replicas && n > 0 => shard.replicas[pick % n],
+            0 if replicas && read_from == ReadFrom::Replica => usize::MAX,
+            _ => shard.master,
+        }
     };
     if let [only] = plan.parts.as_slice() {
         let server = match u16::try_from(only.server) {
-            Ok(slot) => route_slot(snapshot, slot),
+            Ok(slot) => route_slot(snapshot, slot).map(|master| match server_of(only.server) {
+                usize::MAX => master,
+                chosen => chosen,
+            }),
             Err(_) => Err(BackendError::ClusterDown("Hash slot not served".into())),
         };
         return core.forward(snapshot, server, request.frame().clone());

@@ -153,6 +153,11 @@ impl Core {
             && self.unwritten + self.ready_bytes < MAX_PENDING_OUTPUT
     }
 
+    /// This client's id (stable for the connection).
+    pub fn client_id(&self) -> u64 {
+        self.id
+    }
+
     /// The sequence number the next slot will get.
     fn next_seq(&self) -> u64 {
         self.front_seq + self.slots.len() as u64
