@@ -593,6 +593,67 @@ fn a_pool_without_a_cluster_says_so() {
     }
 }
 
+/// The value of a pool's metric in `/metrics` (the sample whose name starts with `name`).
+fn metric(metrics_port: u16, name: &str, pool: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(local(metrics_port)).expect("connect /metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: walnut\r\n\r\n")
+        .expect("send the request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read /metrics");
+    let label = format!("pool=\"{pool}\"");
+    text.lines()
+        .filter(|line| line.starts_with(name) && line.contains(&label))
+        .find_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} for {pool} in {text}"))
+}
+
+/// A reload that changes a cluster pool's seeds and options keeps its clients connected.
+fn a_reload_keeps_cluster_clients(cluster: &Cluster, walnut: &ProxyProcess, config: &str) {
+    let port = walnut_port(config);
+    let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(
+        client.cmd_str(&["SET", "reload:k", "before"]),
+        Value::Status("OK".into())
+    );
+    let seeds = format!("127.0.0.1:{}:1", cluster.nodes[0].port);
+    let changed = config
+        .replacen(&seeds, &format!("127.0.0.1:{}:1", cluster.nodes[3].port), 1)
+        .replacen("timeout: 3000", "timeout: 2500", 1);
+    assert_ne!(changed, config);
+    let before = walnut.log().matches("reload: pools added").count();
+    walnut.rewrite_config(&changed);
+    walnut.process.signal(nix::sys::signal::Signal::SIGUSR1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while walnut.log().matches("reload: pools added").count() == before {
+        assert!(
+            Instant::now() < deadline,
+            "no reload line: {}",
+            walnut.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(client.cmd_str(&["GET", "reload:k"]), Value::bulk("before"));
+    assert_eq!(
+        client.cmd_str(&["SET", "reload:k", "after"]),
+        Value::Status("OK".into())
+    );
+    assert_eq!(client.cmd_str(&["GET", "reload:k"]), Value::bulk("after"));
+}
+
+/// The listen port of the first pool in `config`.
+fn walnut_port(config: &str) -> u16 {
+    let line = config
+        .lines()
+        .find(|l| l.trim_start().starts_with("listen:"))
+        .expect("listen");
+    line.rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .expect("a port")
+}
+
 #[test]
 fn a_cluster_pool_serves_a_live_redis_cluster() {
     let mut cluster = Cluster::start(3);
@@ -605,7 +666,13 @@ fn a_cluster_pool_serves_a_live_redis_cluster() {
             "replicas:",
             1,
         );
-    let walnut = ProxyProcess::walnut(&config, &[local(port), local(replica_port)]);
+    let metrics_port = free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let walnut = ProxyProcess::walnut_with(
+        &config,
+        &[local(port), local(replica_port), local(metrics_port)],
+        &["--metrics", &metrics],
+    );
     let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
     wait_for_slot_map(&mut client);
     wait_for_slot_map(&mut RespClient::connect(&format!(
@@ -632,6 +699,17 @@ fn a_cluster_pool_serves_a_live_redis_cluster() {
     assert!(walnut
         .log()
         .contains("pool 'cluster': cluster topology from 127.0.0.1:"));
+    // Redirects were followed (and counted), and so were refreshes and topology changes.
+    assert!(metric(metrics_port, "walnut_pool_cluster_moved", "cluster") > 0);
+    assert!(metric(metrics_port, "walnut_pool_cluster_refreshes", "cluster") > 0);
+    assert!(
+        metric(
+            metrics_port,
+            "walnut_pool_cluster_topology_changes",
+            "cluster"
+        ) >= 3
+    );
+    a_reload_keeps_cluster_clients(&cluster, &walnut, &config);
     a_killed_master_fails_only_its_slots_until_the_promotion(&mut cluster, port);
     a_pool_without_a_cluster_says_so();
 }
