@@ -5,6 +5,7 @@
 //! → [`proxy::backend`] → back to the client. See `ARCHITECTURE.md`.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod cli;
 pub mod cluster;
 pub mod config;

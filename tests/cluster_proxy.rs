@@ -593,22 +593,6 @@ fn a_pool_without_a_cluster_says_so() {
     }
 }
 
-/// The value of a pool's metric in `/metrics` (the sample whose name starts with `name`).
-fn metric(metrics_port: u16, name: &str, pool: &str) -> u64 {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(local(metrics_port)).expect("connect /metrics");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: walnut\r\n\r\n")
-        .expect("send the request");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("read /metrics");
-    let label = format!("pool=\"{pool}\"");
-    text.lines()
-        .filter(|line| line.starts_with(name) && line.contains(&label))
-        .find_map(|line| line.rsplit(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} for {pool} in {text}"))
-}
-
 /// A reload that changes a cluster pool's seeds and options keeps its clients connected.
 fn a_reload_keeps_cluster_clients(cluster: &Cluster, walnut: &ProxyProcess, config: &str) {
     let port = walnut_port(config);
@@ -700,10 +684,10 @@ fn a_cluster_pool_serves_a_live_redis_cluster() {
         .log()
         .contains("pool 'cluster': cluster topology from 127.0.0.1:"));
     // Redirects were followed (and counted), and so were refreshes and topology changes.
-    assert!(metric(metrics_port, "walnut_pool_cluster_moved", "cluster") > 0);
-    assert!(metric(metrics_port, "walnut_pool_cluster_refreshes", "cluster") > 0);
+    assert!(common::pool_metric(metrics_port, "walnut_pool_cluster_moved", "cluster") > 0);
+    assert!(common::pool_metric(metrics_port, "walnut_pool_cluster_refreshes", "cluster") > 0);
     assert!(
-        metric(
+        common::pool_metric(
             metrics_port,
             "walnut_pool_cluster_topology_changes",
             "cluster"

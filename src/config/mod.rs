@@ -14,6 +14,7 @@ mod settings;
 mod text;
 mod tls;
 mod tree;
+mod users;
 mod validate;
 mod yaml;
 
@@ -116,6 +117,10 @@ pub struct PoolConfig {
     pub redis_cluster: bool,
     /// walnut: which nodes of a cluster serve read-only commands (`read_from:`).
     pub read_from: ReadFrom,
+    /// walnut: the users clients must authenticate as (`users:`), Redis pools only.
+    pub users: Option<std::sync::Arc<crate::acl::Users>>,
+    /// walnut: with `redis_auth`, servers get `AUTH redis_username redis_auth`.
+    pub redis_username: Option<String>,
 }
 
 /// `read_from:` which node of a cluster slot serves read-only commands.

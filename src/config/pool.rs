@@ -49,6 +49,8 @@ enum Directive {
     HealthProbe,
     RedisCluster,
     ReadFrom,
+    RedisUsername,
+    Users,
     Tls,
     ServerTls,
     Servers,
@@ -57,7 +59,7 @@ enum Directive {
 /// twemproxy's `conf_commands`, plus `reuseport` (added after 0.5.0), plus walnut's own
 /// `eject_policy`, `health_probe`, and its nested directives (`yaml::TREE_DIRECTIVES`).
 /// Case-sensitive.
-const DIRECTIVES: [(&str, Directive); 24] = [
+const DIRECTIVES: [(&str, Directive); 26] = [
     ("listen", Directive::Listen),
     ("hash", Directive::Hash),
     ("hash_tag", Directive::HashTag),
@@ -79,6 +81,8 @@ const DIRECTIVES: [(&str, Directive); 24] = [
     ("health_probe", Directive::HealthProbe),
     ("redis_cluster", Directive::RedisCluster),
     ("read_from", Directive::ReadFrom),
+    ("redis_username", Directive::RedisUsername),
+    ("users", Directive::Users),
     ("tls", Directive::Tls),
     ("server_tls", Directive::ServerTls),
     ("servers", Directive::Servers),
@@ -172,6 +176,8 @@ struct Settings {
     health_probe: Option<bool>,
     redis_cluster: Option<bool>,
     read_from: Option<ReadFrom>,
+    redis_username: Option<String>,
+    users: Option<crate::acl::Users>,
     /// `hash: server_name` (walnut): only valid with `distribution: server_name`.
     hash_server_name: bool,
     /// `distribution: server_name` (walnut): only valid with `hash: server_name`.
@@ -258,6 +264,10 @@ impl Settings {
                 });
             }
             Directive::RedisAuth => self.redis_auth = Some(value.to_string()),
+            Directive::RedisUsername => self.redis_username = Some(value.to_string()),
+            Directive::Users => {
+                return Err(Problem::new("must be a sequence of users, not a value"))
+            }
             Directive::Tls | Directive::ServerTls => {
                 return Err(Problem::new("must be a mapping, not a value"))
             }
@@ -284,6 +294,7 @@ impl Settings {
         match directive {
             Directive::Tls => self.tls = super::tls::listen(node, pool, errs),
             Directive::ServerTls => self.server_tls = super::tls::server(node, pool, errs),
+            Directive::Users => self.users = super::users::read(node, pool, errs),
             _ => errs.push(ConfigError(format!(
                 "conf: pool '{pool}': directive takes a value, not {} {}",
                 node.kind(),
@@ -433,6 +444,21 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
             "conf: pool '{pool}': directive \"redis_auth:\" is only valid for a redis pool"
         ));
     }
+    if s.redis_username.is_some() && s.redis_auth.is_none() {
+        err(format!(
+            "conf: pool '{pool}': directive \"redis_username:\" needs \"redis_auth:\" (the password sent with it)"
+        ));
+    }
+    if s.seen.contains(&Directive::Users) && !redis {
+        err(format!(
+            "conf: pool '{pool}': directive \"users:\" is only valid for a redis pool"
+        ));
+    }
+    if s.seen.contains(&Directive::Users) && s.redis_auth.is_some() && s.redis_username.is_none() {
+        err(format!(
+            "conf: pool '{pool}': directives \"users:\" and \"redis_auth:\" are both set, so redis_auth would be a second client password; set \"redis_username:\" (\"default\" for a server without ACL users) to make redis_auth the servers' credentials only"
+        ));
+    }
     if s.server_entries == 0 {
         err(format!("conf: pool '{pool}' has no servers"));
     }
@@ -489,6 +515,8 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
             server_tls: s.server_tls,
             redis_cluster: cluster,
             read_from: s.read_from.unwrap_or_default(),
+            users: s.users.map(std::sync::Arc::new),
+            redis_username: s.redis_username,
         }),
         _ => None,
     };

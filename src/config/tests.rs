@@ -619,3 +619,42 @@ fn redis_cluster_problems_name_the_pool_and_directive() {
         ]
     );
 }
+
+#[test]
+fn users_and_redis_username() {
+    let c = ok("s:\n  listen: 127.0.0.1:22121\n  redis: true\n  redis_username: walnut\n  redis_auth: secret\n  users:\n   - name: app\n     password: s3cret\n     commands: readwrite\n     keys: [\"app:*\", \"shared:*\"]\n   - {name: reporting, password_sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8, commands: readonly}\n  servers:\n   - 127.0.0.1:6379:1\n");
+    let pool = &c.pools[0];
+    assert_eq!(pool.redis_username.as_deref(), Some("walnut"));
+    let users = pool.users.as_ref().expect("users");
+    assert_eq!(users.users.len(), 2);
+    assert!(users.authenticate(Some(b"app"), b"s3cret").is_some());
+    assert!(users
+        .authenticate(Some(b"reporting"), b"password")
+        .is_some());
+    assert_eq!(users.users[1].commands, crate::acl::CommandClass::ReadOnly);
+    assert!(users.users[0].may_access(b"shared:1") && !users.users[0].may_access(b"x"));
+}
+
+#[test]
+fn users_problems_name_the_pool_and_the_place() {
+    let e = errors("s:\n  listen: 127.0.0.1:22121\n  redis: true\n  redis_auth: secret\n  users:\n   - name: app\n     password: a\n   - name: app\n     password: b\n   - name: both\n     password: a\n     password_sha256: 00\n   - name: nopass\n   - name: badhex\n     password_sha256: xyz\n   - name: cls\n     password: a\n     commands: admin\n     colour: red\n   - name: k\n     password: a\n     keys: app\n  servers:\n   - 127.0.0.1:6379:1\n");
+    let expected = [
+        "conf: pool 's': directive \"users[1].name\" names a user twice: \"app\" (line 8, column 6)",
+        "conf: pool 's': directive \"users[2]\" has both \"password\" and \"password_sha256\": give one (line 10, column 6)",
+        "conf: pool 's': directive \"users[3]\" needs \"password\" or \"password_sha256\" (line 13, column 6)",
+        "conf: pool 's': directive \"users[4].password_sha256\" must be 64 hexadecimal digits (the SHA-256 of the password) (line 14, column 6)",
+        "conf: pool 's': directive \"users[5]\" has an unknown key \"colour\" (known: name, password, password_sha256, commands, keys) (line 19, column 14)",
+        "conf: pool 's': directive \"users[5].commands\" is not \"readonly\", \"readwrite\" or \"all\": \"admin\" (line 16, column 6)",
+        "conf: pool 's': directive \"users[6].keys\" must be a sequence of key patterns, not a scalar (line 22, column 12)",
+        "conf: pool 's': directives \"users:\" and \"redis_auth:\" are both set, so redis_auth would be a second client password; set \"redis_username:\" (\"default\" for a server without ACL users) to make redis_auth the servers' credentials only",
+    ];
+    assert_eq!(e, expected.map(String::from).to_vec());
+    let e = errors("m:\n  listen: 127.0.0.1:22121\n  redis_username: u\n  users:\n   - {name: a, password: b}\n  servers:\n   - 127.0.0.1:11211:1\n");
+    assert_eq!(
+        e,
+        vec![
+            "conf: pool 'm': directive \"redis_username:\" needs \"redis_auth:\" (the password sent with it)".to_string(),
+            "conf: pool 'm': directive \"users:\" is only valid for a redis pool".to_string(),
+        ]
+    );
+}

@@ -9,19 +9,17 @@
 //! was queued until its reply arrives.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::error::BackendError;
 use super::health::{ProbeKind, ServerHealth};
-use super::pool::Pool;
-use super::stream::Stream;
+use super::stream::{connect, Stream};
 use crate::config::ServerAddr;
 use crate::proto::memcache;
 use crate::proto::redis::reply::{ReplyDecoder, ReplyKind};
@@ -119,8 +117,8 @@ pub struct ServerInfo {
     pub handshake: arc_swap::ArcSwap<Vec<(&'static str, Bytes)>>,
     pub probe: ProbeKind,
     pub health: ServerHealth,
-    /// The pool, told about failures so it can eject the server.
-    pub pool: Weak<Pool>,
+    /// The pool that owns the server, told about failures and redirects.
+    pub owner: Arc<dyn ServerOwner>,
     /// The server's counters; kept across reloads while the server stays.
     pub stats: Arc<ServerStats>,
     /// Process-wide connection counts.
@@ -129,16 +127,26 @@ pub struct ServerInfo {
     pub cluster: bool,
 }
 
+/// The one way back from a backend connection to the pool that owns its server, so that
+/// this module depends on nothing above it: the pool implements it.
+pub trait ServerOwner: Send + Sync + std::fmt::Debug {
+    /// How the pool reaches its servers over TLS now (`server_tls:`), if it does.
+    fn server_tls(&self) -> Option<Arc<crate::tls::Connector>>;
+    /// A connection to `server` failed, or the server could not serve.
+    fn server_failed(&self, server: &ServerInfo, err: &BackendError);
+    /// A cluster node answered `request` with a redirect or retry (`reply`): the owner sends
+    /// it on, keeping its `ReplyTo`.
+    fn redirected(&self, server: &ServerInfo, request: BackendRequest, reply: Bytes);
+}
+
 impl ServerInfo {
     /// How the pool reaches its servers over TLS now (`server_tls:`), if it does.
     pub fn server_tls(&self) -> Option<Arc<crate::tls::Connector>> {
-        self.pool.upgrade()?.current.load().server_tls.clone()
+        self.owner.server_tls()
     }
 
     fn report_failure(&self, err: &BackendError) {
-        if let Some(pool) = self.pool.upgrade() {
-            pool.server_failed(self, err);
-        }
+        self.owner.server_failed(self, err);
     }
 }
 
@@ -169,69 +177,6 @@ pub fn spawn_connection(
     let (tx, rx) = mpsc::unbounded_channel();
     super::workers::spawn_on(worker, connection_loop(info, rx, preconnect));
     tx
-}
-
-/// Connects to `addr`, resolving a hostname afresh, and starts TLS over it with `tls`.
-pub async fn connect(
-    addr: &ServerAddr,
-    tls: Option<&crate::tls::Connector>,
-) -> Result<Stream, BackendError> {
-    let plain = match addr {
-        ServerAddr::Tcp { host, port } => {
-            let addrs = match tokio::net::lookup_host((host.as_str(), *port)).await {
-                Ok(addrs) => addrs.collect::<Vec<_>>(),
-                Err(_) => return Err(BackendError::HostDown),
-            };
-            let Some(first) = addrs.first() else {
-                return Err(BackendError::HostDown);
-            };
-            let stream = TcpStream::connect(first)
-                .await
-                .map_err(|e| BackendError::from_io(&e))?;
-            let _ = stream.set_nodelay(true);
-            Stream::Tcp(stream)
-        }
-        ServerAddr::Unix { path } => UnixStream::connect(path)
-            .await
-            .map(Stream::Unix)
-            .map_err(|e| BackendError::from_io(&e))?,
-    };
-    match tls {
-        None => Ok(plain),
-        Some(tls) => start_tls(plain, addr, tls).await,
-    }
-}
-
-/// The TLS handshake with a server: verified against `server_tls`'s CA (or the system's
-/// roots) under its `server_name`, else the server's host.
-async fn start_tls(
-    plain: Stream,
-    addr: &ServerAddr,
-    tls: &crate::tls::Connector,
-) -> Result<Stream, BackendError> {
-    let name = match (&tls.files().server_name, addr) {
-        (Some(name), _) => name.clone(),
-        (None, ServerAddr::Tcp { host, .. }) => host.clone(),
-        (None, ServerAddr::Unix { .. }) => {
-            return Err(BackendError::Tls(
-                "a unix socket server needs server_tls's server_name".into(),
-            ))
-        }
-    };
-    let name = rustls::pki_types::ServerName::try_from(name)
-        .map_err(|e| BackendError::Tls(format!("server name: {e}")))?;
-    let transport =
-        super::stream::Transport::new(plain).map_err(|e| BackendError::Tls(e.to_string()))?;
-    let session = tokio_rustls::TlsConnector::from(tls.current())
-        .connect(name, transport)
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::InvalidData | std::io::ErrorKind::Other => {
-                BackendError::Tls(e.to_string())
-            }
-            _ => BackendError::from_io(&e),
-        })?;
-    Ok(Stream::tls(tokio_rustls::TlsStream::Client(session)))
 }
 
 /// Fails every request waiting to be sent: in `retry` and in the queue.
@@ -776,19 +721,25 @@ fn dispatch_replies(
                         redirects,
                         asking: false,
                     };
-                    super::cluster::follow(info, request, answer);
+                    info.owner.redirected(info, request, answer);
                     continue;
                 }
                 reply_to.deliver(Ok(answer));
             }
             Some(InFlight::Handshake(what)) => {
                 if reply.error {
+                    let frame = reply.frame.trim_ascii_end();
+                    let text = String::from_utf8_lossy(frame.strip_prefix(b"-").unwrap_or(frame))
+                        .into_owned();
                     warn!(
-                        "{what} failed on {} | {}: {}",
-                        info.pool_name,
-                        info.name,
-                        String::from_utf8_lossy(reply.frame.trim_ascii_end())
+                        "pool '{}': server '{}' refused walnut's {what}: {text}",
+                        info.pool_name, info.name
                     );
+                    if what == "AUTH" {
+                        // Every request on this connection would be refused: the server
+                        // is failing, as far as the pool is concerned.
+                        info.report_failure(&BackendError::AuthRefused(text));
+                    }
                 }
             }
             None => {

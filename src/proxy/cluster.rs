@@ -185,7 +185,7 @@ async fn ask_node(
     handshake: &[Bytes],
     tls: Option<&crate::tls::Connector>,
 ) -> Result<SlotMap, String> {
-    let mut stream = super::backend::connect(addr, tls)
+    let mut stream = super::stream::connect(addr, tls)
         .await
         .map_err(|e| e.to_string())?;
     let (mut reader, mut writer) = stream.split();
@@ -244,11 +244,9 @@ async fn read_reply(
     }
 }
 
-/// Follows a redirect or retry reply (`reply`) that `info`'s node gave to `request`.
-pub fn follow(info: &ServerInfo, mut request: BackendRequest, reply: Bytes) {
-    let Some(pool) = info.pool.upgrade() else {
-        return request.reply_to.deliver(Ok(reply));
-    };
+/// Follows a redirect or retry reply (`reply`) that `info`'s node of `pool` gave to
+/// `request`.
+pub fn follow(pool: &Arc<Pool>, info: &ServerInfo, mut request: BackendRequest, reply: Bytes) {
     if request.redirects >= MAX_REDIRECTS {
         pool.stats.forward_error.inc();
         return request

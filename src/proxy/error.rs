@@ -32,6 +32,9 @@ pub enum BackendError {
     /// walnut: a Redis Cluster request was redirected this many times without an answer.
     #[error("too many cluster redirects ({0}) for one request")]
     TooManyRedirects(u8),
+    /// walnut: the server refused walnut's `AUTH` (`redis_auth`, `redis_username`).
+    #[error("the server refused walnut's AUTH: {0}")]
+    AuthRefused(String),
     /// Any other OS error, with its `strerror` text.
     #[error("{0}")]
     Os(String),

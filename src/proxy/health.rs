@@ -89,7 +89,7 @@ async fn probe_once(
     handshake: &[bytes::Bytes],
     tls: Option<&crate::tls::Connector>,
 ) -> Result<(), BackendError> {
-    let mut stream = super::backend::connect(addr, tls).await?;
+    let mut stream = super::stream::connect(addr, tls).await?;
     let (mut reader, mut writer) = stream.split();
     let mut out = Vec::new();
     let expected_replies = match kind {

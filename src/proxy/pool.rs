@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::backend::{spawn_connection, BackendRequest, ServerInfo};
+use super::backend::{spawn_connection, BackendRequest, ServerInfo, ServerOwner};
 use super::error::BackendError;
 use super::health::{self, ProbeKind, ServerHealth};
 use super::session::DrainTally;
@@ -180,8 +180,15 @@ pub(super) fn handshake_for(config: &PoolConfig) -> Vec<(&'static str, Bytes)> {
     if !config.redis {
         return steps;
     }
-    if let Some(password) = &config.redis_auth {
-        steps.push(("AUTH", command_frame(&[b"AUTH", password.as_bytes()])));
+    match (&config.redis_username, &config.redis_auth) {
+        (Some(user), Some(password)) => steps.push((
+            "AUTH",
+            command_frame(&[b"AUTH", user.as_bytes(), password.as_bytes()]),
+        )),
+        (None, Some(password)) => {
+            steps.push(("AUTH", command_frame(&[b"AUTH", password.as_bytes()])))
+        }
+        _ => {}
     }
     if config.redis_db > 0 {
         let db = config.redis_db.to_string();
@@ -603,6 +610,30 @@ impl Placement {
     }
 }
 
+/// How a pool's servers reach it ([`ServerOwner`]): weakly, so a retired pool goes away
+/// while connections finish.
+#[derive(Debug)]
+struct PoolLink(Weak<Pool>);
+
+impl ServerOwner for PoolLink {
+    fn server_tls(&self) -> Option<Arc<tls::Connector>> {
+        self.0.upgrade()?.current.load().server_tls.clone()
+    }
+
+    fn server_failed(&self, server: &ServerInfo, err: &BackendError) {
+        if let Some(pool) = self.0.upgrade() {
+            pool.server_failed(server, err);
+        }
+    }
+
+    fn redirected(&self, server: &ServerInfo, request: BackendRequest, reply: Bytes) {
+        match self.0.upgrade() {
+            Some(pool) => super::cluster::follow(&pool, server, request, reply),
+            None => request.reply_to.deliver(Ok(reply)),
+        }
+    }
+}
+
 /// A server with its connection tasks started, each on its worker.
 fn new_server(
     pool: &Weak<Pool>,
@@ -620,7 +651,7 @@ fn new_server(
         handshake: ArcSwap::new(handshake.clone()),
         probe: probe_kind(config),
         health: ServerHealth::default(),
-        pool: pool.clone(),
+        owner: Arc::new(PoolLink(pool.clone())),
         stats: Arc::new(ServerStats::default()),
         connections: connections.clone(),
         cluster: config.redis_cluster,

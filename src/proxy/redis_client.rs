@@ -17,6 +17,9 @@ use crate::route::RouteError;
 pub struct RedisProtocol {
     decoder: RequestDecoder,
     authenticated: bool,
+    /// The user this connection authenticated as (`users:` pools). Looked up again on each
+    /// request, so a reload's new permissions apply at once and a removed user is logged out.
+    user: Option<Box<str>>,
     /// Set by `CLIENT SETNAME`, returned by `CLIENT GETNAME`.
     client_name: Option<Bytes>,
 }
@@ -40,7 +43,8 @@ impl Protocol for RedisProtocol {
     fn new(snapshot: &PoolSnapshot) -> Self {
         RedisProtocol {
             decoder: RequestDecoder::new(Limits::default()),
-            authenticated: snapshot.config.redis_auth.is_none(),
+            authenticated: snapshot.config.redis_auth.is_none() && snapshot.config.users.is_none(),
+            user: None,
             client_name: None,
         }
     }
@@ -79,9 +83,40 @@ impl RedisProtocol {
                 return core.push_ready(Bytes::from(reply));
             }
         }
-        match dispatch::dispatch_as(&request, spec) {
+        let decision = dispatch::dispatch_as(&request, spec);
+        if let (Some(users), Some(spec)) = (&snapshot.config.users, spec) {
+            if self.authenticated && forwards(&decision) {
+                if let Some(refusal) = self.acl_refusal(users, spec, &decision, &request) {
+                    if refusal != dispatch::ACL_NOAUTH {
+                        core.count_acl_denied();
+                    }
+                    return core.push_ready(Bytes::from(refusal));
+                }
+            }
+        }
+        match decision {
             Dispatch::Quit => core.closing = Some(Closing::Quit),
-            Dispatch::Auth { password } => {
+            Dispatch::Auth { username, password } if snapshot.config.users.is_some() => {
+                let users = snapshot.config.users.as_deref();
+                let reply = match users.and_then(|u| u.authenticate(username, password)) {
+                    Some(user) => {
+                        self.user = Some(user.name.as_str().into());
+                        self.authenticated = true;
+                        dispatch::OK
+                    }
+                    // As in Redis, a failed AUTH leaves the connection as it was.
+                    None => {
+                        core.count_auth_failure();
+                        dispatch::WRONGPASS
+                    }
+                };
+                core.push_ready(Bytes::from_static(reply));
+            }
+            // twemproxy's AUTH takes only a password.
+            Dispatch::Auth {
+                username: Some(_), ..
+            } => core.push_ready(Bytes::from(dispatch::wrong_arity_reply("auth"))),
+            Dispatch::Auth { password, .. } => {
                 let reply: &'static [u8] = match &snapshot.config.redis_auth {
                     None => dispatch::AUTH_NOT_SET,
                     Some(expected) if expected.as_bytes() == password => {
@@ -99,7 +134,13 @@ impl RedisProtocol {
             Dispatch::Reply(reply) if reply.first() == Some(&b'-') => {
                 core.push_ready(Bytes::from(reply))
             }
-            _ if !self.authenticated => core.push_ready(Bytes::from_static(dispatch::NOAUTH)),
+            _ if !self.authenticated => {
+                let noauth = match snapshot.config.users {
+                    Some(_) => dispatch::ACL_NOAUTH,
+                    None => dispatch::NOAUTH,
+                };
+                core.push_ready(Bytes::from_static(noauth))
+            }
             Dispatch::Reply(reply) => core.push_ready(Bytes::from(reply)),
             Dispatch::Forward { key } => {
                 let server = match spec {
@@ -127,6 +168,57 @@ impl RedisProtocol {
                 core.push_ready(Bytes::from(reply));
             }
         }
+    }
+}
+
+/// True when the decision sends the request to a server (what ACLs check).
+fn forwards(decision: &Dispatch<'_>) -> bool {
+    matches!(
+        decision,
+        Dispatch::Forward { .. } | Dispatch::ForwardSameServer { .. } | Dispatch::Split { .. }
+    )
+}
+
+impl RedisProtocol {
+    /// Why this connection's user may not send `request`, as Redis words it; `None` when it
+    /// may. Every key of a multi-key request is checked: one forbidden key refuses it whole.
+    fn acl_refusal(
+        &mut self,
+        users: &crate::acl::Users,
+        spec: &command::CommandSpec,
+        decision: &Dispatch<'_>,
+        request: &Request,
+    ) -> Option<Vec<u8>> {
+        let Some(user) = self.user.as_deref().and_then(|name| users.find(name)) else {
+            // The user left the config in a reload: authenticate again.
+            self.authenticated = false;
+            self.user = None;
+            return Some(dispatch::ACL_NOAUTH.to_vec());
+        };
+        if !user.may_run(spec) {
+            return Some(dispatch::noperm_command(&user.name, spec.name));
+        }
+        if !user.has_key_rules() {
+            return None;
+        }
+        let allowed = match *decision {
+            Dispatch::Forward { key } => user.may_access(key),
+            Dispatch::ForwardSameServer { keys } => request
+                .args()
+                .enumerate()
+                .filter(|&(i, _)| is_key_position(keys, i))
+                .all(|(_, key)| user.may_access(key)),
+            Dispatch::Split { kind } => {
+                let step = if kind == SplitKind::Mset { 2 } else { 1 };
+                request
+                    .args()
+                    .skip(1)
+                    .step_by(step)
+                    .all(|key| user.may_access(key))
+            }
+            _ => true,
+        };
+        (!allowed).then(|| dispatch::NOPERM_KEY.to_vec())
     }
 }
 

@@ -194,6 +194,16 @@ impl Core {
         self.push_ready(reply);
     }
 
+    /// Counts a failed `AUTH` (a wrong user-password pair).
+    pub fn count_auth_failure(&self) {
+        self.stats.auth_failures.inc();
+    }
+
+    /// Counts a request an ACL refused (`-NOPERM`).
+    pub fn count_acl_denied(&self) {
+        self.stats.acl_denied.inc();
+    }
+
     /// Counts a memcached request by its command (Prometheus `walnut_pool_commands_total`).
     pub fn count_memcache_command(&self, command: crate::proto::memcache::request::Command) {
         self.stats.count_memcache_command(command);

@@ -7,6 +7,9 @@
 //! while the rustls state travels with it.
 
 use std::io::{self, IoSlice};
+
+use super::error::BackendError;
+use crate::config::ServerAddr;
 use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
@@ -352,4 +355,66 @@ where
         Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..count])
     })
     .await
+}
+
+/// Connects to `addr`, resolving a hostname afresh, and starts TLS over it with `tls`.
+pub async fn connect(
+    addr: &ServerAddr,
+    tls: Option<&crate::tls::Connector>,
+) -> Result<Stream, BackendError> {
+    let plain = match addr {
+        ServerAddr::Tcp { host, port } => {
+            let addrs = match tokio::net::lookup_host((host.as_str(), *port)).await {
+                Ok(addrs) => addrs.collect::<Vec<_>>(),
+                Err(_) => return Err(BackendError::HostDown),
+            };
+            let Some(first) = addrs.first() else {
+                return Err(BackendError::HostDown);
+            };
+            let stream = TcpStream::connect(first)
+                .await
+                .map_err(|e| BackendError::from_io(&e))?;
+            let _ = stream.set_nodelay(true);
+            Stream::Tcp(stream)
+        }
+        ServerAddr::Unix { path } => UnixStream::connect(path)
+            .await
+            .map(Stream::Unix)
+            .map_err(|e| BackendError::from_io(&e))?,
+    };
+    match tls {
+        None => Ok(plain),
+        Some(tls) => start_tls(plain, addr, tls).await,
+    }
+}
+
+/// The TLS handshake with a server: verified against `server_tls`'s CA (or the system's
+/// roots) under its `server_name`, else the server's host.
+async fn start_tls(
+    plain: Stream,
+    addr: &ServerAddr,
+    tls: &crate::tls::Connector,
+) -> Result<Stream, BackendError> {
+    let name = match (&tls.files().server_name, addr) {
+        (Some(name), _) => name.clone(),
+        (None, ServerAddr::Tcp { host, .. }) => host.clone(),
+        (None, ServerAddr::Unix { .. }) => {
+            return Err(BackendError::Tls(
+                "a unix socket server needs server_tls's server_name".into(),
+            ))
+        }
+    };
+    let name = rustls::pki_types::ServerName::try_from(name)
+        .map_err(|e| BackendError::Tls(format!("server name: {e}")))?;
+    let transport = Transport::new(plain).map_err(|e| BackendError::Tls(e.to_string()))?;
+    let session = tokio_rustls::TlsConnector::from(tls.current())
+        .connect(name, transport)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::Other => {
+                BackendError::Tls(e.to_string())
+            }
+            _ => BackendError::from_io(&e),
+        })?;
+    Ok(Stream::tls(tokio_rustls::TlsStream::Client(session)))
 }

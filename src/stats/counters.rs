@@ -154,6 +154,10 @@ pub struct PoolStats {
     /// walnut: TLS clients closed before their session: a failed or unfinished handshake,
     /// or a client that did not speak TLS.
     pub tls_handshake_failures: Counter,
+    /// walnut, `users:` pools: `AUTH` with a wrong user-password pair.
+    pub auth_failures: Counter,
+    /// walnut, `users:` pools: requests refused by a user's permissions (`-NOPERM`).
+    pub acl_denied: Counter,
     /// walnut, Redis Cluster pools: `-MOVED` replies followed.
     pub cluster_moved: Counter,
     /// walnut, Redis Cluster pools: `-ASK` replies followed.

@@ -44,7 +44,7 @@ type PoolFigure = fn(&PoolStats) -> u64;
 type ServerFigure = fn(&ServerStats) -> u64;
 
 /// (name without `_total`/unit, unit, type, help, read).
-const POOL_FIGURES: [(&str, Option<Unit>, MetricType, &str, PoolFigure); 14] = [
+const POOL_FIGURES: [(&str, Option<Unit>, MetricType, &str, PoolFigure); 16] = [
     (
         "walnut_pool_client_eof",
         None,
@@ -100,6 +100,20 @@ const POOL_FIGURES: [(&str, Option<Unit>, MetricType, &str, PoolFigure); 14] = [
         MetricType::Counter,
         "TLS clients closed before their session: failed or unfinished handshakes, and clients that did not speak TLS.",
         |p| p.tls_handshake_failures.get(),
+    ),
+    (
+        "walnut_pool_auth_failures",
+        None,
+        MetricType::Counter,
+        "users: pools: AUTH with a wrong user-password pair (-WRONGPASS).",
+        |p| p.auth_failures.get(),
+    ),
+    (
+        "walnut_pool_acl_denied",
+        None,
+        MetricType::Counter,
+        "users: pools: requests refused by the user's permissions (-NOPERM).",
+        |p| p.acl_denied.get(),
     ),
     (
         "walnut_pool_cluster_moved",

@@ -485,6 +485,22 @@ impl ProxyProcess {
     }
 }
 
+/// The value of a pool's metric in `/metrics` (the sample whose name starts with `name`).
+pub fn pool_metric(metrics_port: u16, name: &str, pool: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(local(metrics_port)).expect("connect /metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: walnut\r\n\r\n")
+        .expect("send the request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read /metrics");
+    let label = format!("pool=\"{pool}\"");
+    text.lines()
+        .filter(|line| line.starts_with(name) && line.contains(&label))
+        .find_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} for {pool} in {text}"))
+}
+
 /// A `host:port` socket address on 127.0.0.1.
 pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))

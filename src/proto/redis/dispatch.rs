@@ -78,8 +78,12 @@ pub enum Dispatch<'a> {
     Split { kind: SplitKind },
     /// Answer locally with these bytes.
     Reply(Vec<u8>),
-    /// `AUTH <password>`, checked against the pool's `redis_auth`.
-    Auth { password: &'a [u8] },
+    /// `AUTH [username] <password>`: checked against the pool's `users`, else its
+    /// `redis_auth` (which takes no username, as in twemproxy).
+    Auth {
+        username: Option<&'a [u8]>,
+        password: &'a [u8],
+    },
     /// `CLIENT SETNAME <name>`: remembered by the session, answered `+OK`.
     SetClientName { name: &'a [u8] },
     /// `CLIENT GETNAME`: the remembered name, or a null bulk.
@@ -100,6 +104,28 @@ pub fn error_reply(message: &str) -> Vec<u8> {
 pub const PONG: &[u8] = b"+PONG\r\n";
 pub const OK: &[u8] = b"+OK\r\n";
 pub const NOAUTH: &[u8] = b"-NOAUTH Authentication required\r\n";
+/// Redis 6+'s texts, for pools with `users:`.
+pub const ACL_NOAUTH: &[u8] = b"-NOAUTH Authentication required.\r\n";
+pub const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+pub const NOPERM_KEY: &[u8] = b"-NOPERM No permissions to access a key\r\n";
+
+/// `-NOPERM User <name> has no permissions to run the '<command>' command`.
+pub fn noperm_command(user: &str, command: &str) -> Vec<u8> {
+    format!(
+        "-NOPERM User {} has no permissions to run the '{}' command\r\n",
+        shown(user.as_bytes()),
+        command.to_ascii_lowercase()
+    )
+    .into_bytes()
+}
+
+/// `-ERR wrong number of arguments for '<name>' command`.
+pub fn wrong_arity_reply(name: &str) -> Vec<u8> {
+    match wrong_arity(name) {
+        Dispatch::Reply(reply) => reply,
+        _ => error_reply("wrong number of arguments"),
+    }
+}
 pub const INVALID_PASSWORD: &[u8] = b"-ERR invalid password\r\n";
 pub const AUTH_NOT_SET: &[u8] = b"-ERR Client sent AUTH, but no password is set\r\n";
 pub const CROSS_SERVER: &str = "keys in request don't hash to the same server";
@@ -239,7 +265,14 @@ fn answer_locally<'a>(spec: &CommandSpec, local: Local, req: &'a Request) -> Dis
             _ => wrong_arity(spec.name),
         },
         Local::Quit => Dispatch::Quit,
-        Local::Auth if argc == 2 => Dispatch::Auth { password: arg1 },
+        Local::Auth if argc == 2 => Dispatch::Auth {
+            username: None,
+            password: arg1,
+        },
+        Local::Auth if argc == 3 => Dispatch::Auth {
+            username: Some(arg1),
+            password: req.arg(2).unwrap_or_default(),
+        },
         Local::Auth => wrong_arity(spec.name),
         _ if !command::arity_ok(spec.arity, argc) => wrong_arity(spec.name),
         Local::Client => client(req),
@@ -919,7 +952,14 @@ mod tests {
         check("SELECT 0 1", arity("select"));
         check("CLIENT", arity("client"));
         check("AUTH", arity("auth"));
-        check("AUTH user pass", arity("auth"));
+        check(
+            "AUTH user pass",
+            Dispatch::Auth {
+                username: Some(b"user"),
+                password: b"pass",
+            },
+        );
+        check("AUTH a b c", arity("auth"));
         check("PING a b", arity("ping"));
     }
 
@@ -1004,7 +1044,13 @@ mod tests {
         check_args(&[b"ECHO", b""], Dispatch::Reply(b"$0\r\n\r\n".to_vec()));
         check("PING", Dispatch::Reply(b"+PONG\r\n".to_vec()));
         check("PING hi", Dispatch::Reply(b"$2\r\nhi\r\n".to_vec()));
-        check("AUTH pw", Dispatch::Auth { password: b"pw" });
+        check(
+            "AUTH pw",
+            Dispatch::Auth {
+                username: None,
+                password: b"pw",
+            },
+        );
         check("QUIT", Dispatch::Quit);
     }
 
