@@ -236,4 +236,33 @@ mod tests {
         assert_eq!(hash_tag_content(b"}a{bc}", *b"{}"), Some(&b"bc"[..]));
         assert_eq!(hash_tag_content(b"$ab$", *b"$$"), Some(&b"ab"[..]));
     }
+
+    #[test]
+    fn cluster_routers_place_keys_by_slot_and_say_why_not() {
+        use crate::cluster::redirect::NodeAddr;
+        use crate::cluster::topology::{SlotMap, SlotRange};
+        let node = |port| NodeAddr {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        // Slots 0..=8191 on server 0 (replica 1); the rest unserved.
+        let map = SlotMap::from_parts(
+            vec![node(7000), node(7001)],
+            vec![SlotRange {
+                first: 0,
+                last: 8191,
+                master: 0,
+                replicas: vec![1],
+            }],
+        )
+        .expect("a map");
+        let router = PoolRouter::cluster(SlotTable::build(&map, |n| n), 2);
+        // "foo" is slot 12182; "{user1000}.following" and "{user1000}.followers" share 3443.
+        assert_eq!(router.server_for_key(b"foo"), Err(RouteError::SlotNotServed));
+        assert_eq!(router.server_for_key(b"{user1000}.following"), Ok(0));
+        assert_eq!(router.replica_for_key(b"{user1000}.followers", 7), Some(1));
+        assert_eq!(router.replica_for_key(b"foo", 0), None);
+        let empty = PoolRouter::cluster(SlotTable::empty(), 0);
+        assert_eq!(empty.server_for_key(b"foo"), Err(RouteError::NoSlotMap));
+    }
 }
