@@ -258,7 +258,10 @@ mod tests {
         .expect("a map");
         let router = PoolRouter::cluster(SlotTable::build(&map, |n| n), 2);
         // "foo" is slot 12182; "{user1000}.following" and "{user1000}.followers" share 3443.
-        assert_eq!(router.server_for_key(b"foo"), Err(RouteError::SlotNotServed));
+        assert_eq!(
+            router.server_for_key(b"foo"),
+            Err(RouteError::SlotNotServed)
+        );
         assert_eq!(router.server_for_key(b"{user1000}.following"), Ok(0));
         assert_eq!(router.replica_for_key(b"{user1000}.followers", 7), Some(1));
         assert_eq!(router.replica_for_key(b"foo", 0), None);

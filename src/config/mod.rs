@@ -121,6 +121,18 @@ pub struct PoolConfig {
     pub users: Option<std::sync::Arc<crate::acl::Users>>,
     /// walnut: with `redis_auth`, servers get `AUTH redis_username redis_auth`.
     pub redis_username: Option<String>,
+    /// walnut: Sentinels that name each server's current master (`sentinels:`); each
+    /// server's name is the master name they monitor.
+    pub sentinels: Vec<SentinelAddr>,
+    /// walnut: the password for the sentinels (`sentinel_auth:`).
+    pub sentinel_auth: Option<String>,
+}
+
+/// One sentinel's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentinelAddr {
+    pub host: String,
+    pub port: u16,
 }
 
 /// `read_from:` which node of a cluster slot serves read-only commands.

@@ -51,6 +51,8 @@ enum Directive {
     ReadFrom,
     RedisUsername,
     Users,
+    Sentinels,
+    SentinelAuth,
     Tls,
     ServerTls,
     Servers,
@@ -59,7 +61,7 @@ enum Directive {
 /// twemproxy's `conf_commands`, plus `reuseport` (added after 0.5.0), plus walnut's own
 /// `eject_policy`, `health_probe`, and its nested directives (`yaml::TREE_DIRECTIVES`).
 /// Case-sensitive.
-const DIRECTIVES: [(&str, Directive); 26] = [
+const DIRECTIVES: [(&str, Directive); 28] = [
     ("listen", Directive::Listen),
     ("hash", Directive::Hash),
     ("hash_tag", Directive::HashTag),
@@ -83,6 +85,8 @@ const DIRECTIVES: [(&str, Directive); 26] = [
     ("read_from", Directive::ReadFrom),
     ("redis_username", Directive::RedisUsername),
     ("users", Directive::Users),
+    ("sentinels", Directive::Sentinels),
+    ("sentinel_auth", Directive::SentinelAuth),
     ("tls", Directive::Tls),
     ("server_tls", Directive::ServerTls),
     ("servers", Directive::Servers),
@@ -178,6 +182,8 @@ struct Settings {
     read_from: Option<ReadFrom>,
     redis_username: Option<String>,
     users: Option<crate::acl::Users>,
+    sentinels: Option<Vec<super::SentinelAddr>>,
+    sentinel_auth: Option<String>,
     /// `hash: server_name` (walnut): only valid with `distribution: server_name`.
     hash_server_name: bool,
     /// `distribution: server_name` (walnut): only valid with `hash: server_name`.
@@ -268,6 +274,10 @@ impl Settings {
             Directive::Users => {
                 return Err(Problem::new("must be a sequence of users, not a value"))
             }
+            Directive::Sentinels => {
+                return Err(Problem::new("must be a sequence of host:port, not a value"))
+            }
+            Directive::SentinelAuth => self.sentinel_auth = Some(value.to_string()),
             Directive::Tls | Directive::ServerTls => {
                 return Err(Problem::new("must be a mapping, not a value"))
             }
@@ -295,6 +305,7 @@ impl Settings {
             Directive::Tls => self.tls = super::tls::listen(node, pool, errs),
             Directive::ServerTls => self.server_tls = super::tls::server(node, pool, errs),
             Directive::Users => self.users = super::users::read(node, pool, errs),
+            Directive::Sentinels => self.sentinels = sentinels(node, pool, errs),
             _ => errs.push(ConfigError(format!(
                 "conf: pool '{pool}': directive takes a value, not {} {}",
                 node.kind(),
@@ -302,6 +313,52 @@ impl Settings {
             ))),
         }
     }
+}
+
+/// `sentinels:`: a sequence of `host:port`.
+fn sentinels(
+    node: &super::yaml::RawNode,
+    pool: &str,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Vec<super::SentinelAddr>> {
+    use super::yaml::RawNode;
+    let RawNode::Seq { items, .. } = node else {
+        errs.push(ConfigError(format!(
+            "conf: pool '{pool}': directive \"sentinels\" must be a sequence of host:port, not {} {}",
+            node.kind(),
+            node.position()
+        )));
+        return None;
+    };
+    let before = errs.len();
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let parsed = match item {
+            RawNode::Scalar(s) => s
+                .text
+                .rsplit_once(':')
+                .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+                .filter(|(host, port)| !host.is_empty() && *port > 0),
+            _ => None,
+        };
+        match parsed {
+            Some((host, port)) => out.push(super::SentinelAddr {
+                host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+                port,
+            }),
+            None => errs.push(ConfigError(format!(
+                "conf: pool '{pool}': directive \"sentinels\" has an entry that is not host:port {}",
+                item.position()
+            ))),
+        }
+    }
+    if out.is_empty() && errs.len() == before {
+        errs.push(ConfigError(format!(
+            "conf: pool '{pool}': directive \"sentinels\" lists no sentinel {}",
+            node.position()
+        )));
+    }
+    (errs.len() == before).then_some(out)
 }
 
 /// Applies a pool's directives, collecting every problem into `errs`.
@@ -434,9 +491,32 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
                 "conf: pool '{pool}': directive \"redis_db\" cannot be used with \"redis_cluster: true\": a Redis Cluster has only database 0"
             ));
         }
-    } else if s.read_from.is_some() {
+    } else if s.read_from.is_some() && !s.seen.contains(&Directive::Sentinels) {
         err(format!(
-            "conf: pool '{pool}': directive \"read_from\" is only valid with \"redis_cluster: true\""
+            "conf: pool '{pool}': directive \"read_from\" is only valid with \"redis_cluster: true\" or \"sentinels:\""
+        ));
+    }
+    if s.seen.contains(&Directive::Sentinels) {
+        if cluster {
+            err(format!(
+                "conf: pool '{pool}': directives \"sentinels:\" and \"redis_cluster: true\" cannot be used together"
+            ));
+        }
+        if s.redis != Some(true) {
+            err(format!(
+                "conf: pool '{pool}': directive \"sentinels:\" needs \"redis: true\""
+            ));
+        }
+        for server in s.servers.iter().filter(|server| !server.has_alias) {
+            err(format!(
+                "conf: pool '{pool}': directive \"servers\" needs a name on every server with \"sentinels:\" (the master name Sentinel monitors, e.g. \"{} shard1\"): {}",
+                server.pname,
+                quoted(&server.pname)
+            ));
+        }
+    } else if s.sentinel_auth.is_some() {
+        err(format!(
+            "conf: pool '{pool}': directive \"sentinel_auth\" is only valid with \"sentinels:\""
         ));
     }
     if s.redis_auth.is_some() && !redis {
@@ -516,6 +596,8 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
             redis_cluster: cluster,
             read_from: s.read_from.unwrap_or_default(),
             users: s.users.map(std::sync::Arc::new),
+            sentinels: s.sentinels.unwrap_or_default(),
+            sentinel_auth: s.sentinel_auth,
             redis_username: s.redis_username,
         }),
         _ => None,

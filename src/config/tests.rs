@@ -614,7 +614,7 @@ fn redis_cluster_problems_name_the_pool_and_directive() {
     assert_eq!(
         e,
         vec![
-            "conf: pool 'p': directive \"read_from\" is only valid with \"redis_cluster: true\""
+            "conf: pool 'p': directive \"read_from\" is only valid with \"redis_cluster: true\" or \"sentinels:\""
                 .to_string()
         ]
     );
@@ -655,6 +655,33 @@ fn users_problems_name_the_pool_and_the_place() {
         vec![
             "conf: pool 'm': directive \"redis_username:\" needs \"redis_auth:\" (the password sent with it)".to_string(),
             "conf: pool 'm': directive \"users:\" is only valid for a redis pool".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn sentinel_pools() {
+    let c = ok("ha:\n  listen: 127.0.0.1:22121\n  redis: true\n  sentinels: [127.0.0.1:26379, \"127.0.0.1:26380\"]\n  sentinel_auth: pw\n  read_from: replica\n  servers:\n   - 127.0.0.1:6379:1 shard1\n   - 127.0.0.1:6380:1 shard2\n");
+    let pool = &c.pools[0];
+    assert_eq!(pool.sentinels.len(), 2);
+    assert_eq!(pool.sentinels[1].port, 26380);
+    assert_eq!(pool.sentinel_auth.as_deref(), Some("pw"));
+    assert_eq!(pool.read_from, ReadFrom::Replica);
+    let e = errors("ha:\n  listen: 127.0.0.1:22121\n  sentinels:\n   - nonsense\n  sentinel_auth: pw\n  servers:\n   - 127.0.0.1:6379:1\n");
+    assert_eq!(
+        e,
+        vec![
+            "conf: pool 'ha': directive \"sentinels\" has an entry that is not host:port (line 4, column 6)".to_string(),
+            "conf: pool 'ha': directive \"sentinels:\" needs \"redis: true\"".to_string(),
+            "conf: pool 'ha': directive \"servers\" needs a name on every server with \"sentinels:\" (the master name Sentinel monitors, e.g. \"127.0.0.1:6379:1 shard1\"): \"127.0.0.1:6379:1\"".to_string(),
+        ]
+    );
+    let e = errors("p:\n  listen: 127.0.0.1:22121\n  redis: true\n  sentinel_auth: pw\n  servers:\n   - 127.0.0.1:6379:1\n");
+    assert_eq!(
+        e,
+        vec![
+            "conf: pool 'p': directive \"sentinel_auth\" is only valid with \"sentinels:\""
+                .to_string()
         ]
     );
 }

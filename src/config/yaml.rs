@@ -71,7 +71,7 @@ impl RawNode {
 
 /// Pool directives of walnut's own whose values are nested YAML (read whole as a
 /// [`RawNode`]); flow collections (`[a, b]`, `{k: v}`) are allowed inside them.
-pub(crate) const TREE_DIRECTIVES: [&str; 3] = ["tls", "server_tls", "users"];
+pub(crate) const TREE_DIRECTIVES: [&str; 4] = ["tls", "server_tls", "users", "sentinels"];
 
 /// How deep a nested directive's value may go; deeper is an error, never a deep recursion.
 pub(crate) const MAX_TREE_DEPTH: usize = 8;

@@ -29,6 +29,8 @@ use crate::stats::{ConnectionStats, ServerStats};
 /// connection stops taking more, and the queue holds them.
 const MAX_IN_FLIGHT: usize = 16 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
+/// How long a connection waits before asking a server that was not a master again.
+const NOT_MASTER_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// The most room made at once for a reply's declared size, ahead of its bytes.
 const MAX_ROOM_AHEAD: usize = 64 * 1024 * 1024;
 /// A value at least this large gets an allocation of its own, kept for reuse afterwards.
@@ -137,6 +139,10 @@ pub trait ServerOwner: Send + Sync + std::fmt::Debug {
     /// A cluster node answered `request` with a redirect or retry (`reply`): the owner sends
     /// it on, keeping its `ReplyTo`.
     fn redirected(&self, server: &ServerInfo, request: BackendRequest, reply: Bytes);
+    /// `server` turned out not to be a master (Sentinel pools check `ROLE`): the owner sends
+    /// `requests` to the server that replaced it, and returns those it cannot place yet.
+    fn not_master(&self, server: &ServerInfo, requests: Vec<BackendRequest>)
+        -> Vec<BackendRequest>;
 }
 
 impl ServerInfo {
@@ -245,6 +251,16 @@ async fn connection_loop(
                             _ => info.stats.server_err.inc(),
                         }
                         info.report_failure(&err);
+                        if err == BackendError::NotMaster {
+                            // Hand what waits to the server that replaced this one, if any;
+                            // the rest waits a moment before the next try.
+                            let mut waiting: Vec<BackendRequest> = retry.drain(..).collect();
+                            while let Ok(req) = queue.try_recv() {
+                                waiting.push(req);
+                            }
+                            retry.extend(info.owner.not_master(&info, waiting));
+                            tokio::time::sleep(NOT_MASTER_PAUSE).await;
+                        }
                     }
                 }
             }
@@ -418,11 +434,17 @@ async fn serve(
     let mut decoder = ReplyCodec::for_server(info.probe);
     let mut queue_open = true;
 
-    for (label, frame) in info.handshake.load().iter() {
+    let handshake = info.handshake.load_full();
+    // A Sentinel pool's master is used only once `ROLE` says it is one: until the handshake
+    // is answered, no request is sent.
+    let mut gated = handshake.iter().any(|(label, _)| *label == "ROLE");
+    for (label, frame) in handshake.iter() {
         pipe.push_handshake(label, frame.clone());
     }
-    while let Some(req) = retry.pop_front() {
-        pipe.push(req);
+    if !gated {
+        while let Some(req) = retry.pop_front() {
+            pipe.push(req);
+        }
     }
 
     let failure = loop {
@@ -430,7 +452,7 @@ async fn serve(
             return None;
         }
         let deadline = pipe.next_deadline();
-        let may_take = queue_open && pipe.in_flight.len() < MAX_IN_FLIGHT;
+        let may_take = queue_open && !gated && pipe.in_flight.len() < MAX_IN_FLIGHT;
         // TLS records of requests already handed over, still waiting for room in the socket.
         let tls_pending = writer.has_pending();
         tokio::select! {
@@ -446,6 +468,12 @@ async fn serve(
                 }
                 if let Err(err) = dispatch_replies(&mut decoder, &mut buffer.input, &mut pipe.in_flight, info) {
                     break err;
+                }
+                if gated && !pipe.in_flight.iter().any(|e| matches!(e, InFlight::Handshake(_))) {
+                    gated = false;
+                    while let Some(req) = retry.pop_front() {
+                        pipe.push(req);
+                    }
                 }
                 buffer.make_room(decoder.bytes_wanted());
             }
@@ -727,6 +755,13 @@ fn dispatch_replies(
                 reply_to.deliver(Ok(answer));
             }
             Some(InFlight::Handshake(what)) => {
+                if what == "ROLE" && !reply.frame.starts_with(b"*3\r\n$6\r\nmaster\r\n") {
+                    warn!(
+                        "pool '{}': server '{}' at {} is not a master (ROLE); no request goes to it",
+                        info.pool_name, info.name, info.pname
+                    );
+                    return Err(BackendError::NotMaster);
+                }
                 if reply.error {
                     let frame = reply.frame.trim_ascii_end();
                     let text = String::from_utf8_lossy(frame.strip_prefix(b"-").unwrap_or(frame))

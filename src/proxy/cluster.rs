@@ -55,6 +55,11 @@ impl ClusterControl {
     pub fn refresh_soon(&self) {
         self.wake.notify_one();
     }
+
+    /// What a topology task waits on between refreshes.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
 }
 
 /// True when an error reply is one walnut follows instead of passing on.
@@ -126,7 +131,7 @@ fn list(names: &[String]) -> String {
 }
 
 /// Shows the pool's current nodes in the stats JSON and `/metrics`.
-fn publish_stats_layout(pool: &Pool) {
+pub fn publish_stats_layout(pool: &Pool) {
     let Some(stats) = pool.stats_registry.get().and_then(Weak::upgrade) else {
         return;
     };

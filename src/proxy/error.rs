@@ -35,6 +35,12 @@ pub enum BackendError {
     /// walnut: the server refused walnut's `AUTH` (`redis_auth`, `redis_username`).
     #[error("the server refused walnut's AUTH: {0}")]
     AuthRefused(String),
+    /// walnut: `read_from: replica` and the key's shard has no healthy replica.
+    #[error("no healthy replica for the key's shard (read_from: replica)")]
+    NoReplica,
+    /// walnut: a Sentinel pool's server is not (or no longer) a master.
+    #[error("the server is not a master")]
+    NotMaster,
     /// Any other OS error, with its `strerror` text.
     #[error("{0}")]
     Os(String),

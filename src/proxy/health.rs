@@ -21,6 +21,8 @@ pub struct ServerHealth {
     ejected: AtomicBool,
     /// µs since the epoch of the last ejection (twemproxy's `server_ejected_at`).
     ejected_at_us: AtomicU64,
+    /// µs since the epoch of the first failure of the current streak.
+    failing_since_us: AtomicU64,
 }
 
 impl ServerHealth {
@@ -39,9 +41,29 @@ impl ServerHealth {
         }
     }
 
+    /// How long the current failure streak has lasted, if there is one.
+    pub fn failing_for(&self) -> Option<Duration> {
+        let since = self.failing_since_us.load(Ordering::Relaxed);
+        if since == 0 || self.failures.load(Ordering::Relaxed) == 0 && !self.is_ejected() {
+            return None;
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros() as u64;
+        Some(Duration::from_micros(now.saturating_sub(since)))
+    }
+
     /// Counts one failure; true when it reaches `limit` and this call ejected the server.
     pub fn record_failure(&self, limit: u32) -> bool {
         let streak = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if streak == 1 {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            self.failing_since_us
+                .store(now.as_micros() as u64, Ordering::Relaxed);
+        }
         if streak < limit || self.ejected.swap(true, Ordering::AcqRel) {
             return false;
         }

@@ -14,6 +14,7 @@ pub mod memcache_client;
 pub mod outbox;
 pub mod pool;
 pub mod redis_client;
+pub mod sentinel;
 pub mod session;
 pub mod stream;
 pub mod timers;

@@ -19,7 +19,7 @@ use super::workers;
 use crate::cluster::redirect::NodeAddr;
 use crate::cluster::table::SlotTable;
 use crate::cluster::topology::SlotMap;
-use crate::config::{EjectPolicy, PoolConfig};
+use crate::config::{EjectPolicy, PoolConfig, ServerAddr};
 use crate::route::PoolRouter;
 use crate::stats::{ConnectionStats, PoolStats, ServerStats};
 use crate::tls;
@@ -66,6 +66,8 @@ pub struct PoolSnapshot {
     pub server_tls: Option<Arc<tls::Connector>>,
     /// A Redis Cluster pool: why its last topology refresh failed, if it did.
     pub cluster_error: Option<Arc<str>>,
+    /// A Sentinel pool with `read_from` replicas: each server's replicas (by server index).
+    pub replicas: Arc<Vec<Vec<Arc<Server>>>>,
 }
 
 /// A pool's TLS configs, built before the pool starts or changes (so a file that went bad
@@ -198,6 +200,17 @@ pub(super) fn handshake_for(config: &PoolConfig) -> Vec<(&'static str, Bytes)> {
     if config.redis_cluster && config.read_from != crate::config::ReadFrom::Master {
         steps.push(("READONLY", command_frame(&[b"READONLY"])));
     }
+    // A Sentinel pool's master must say it is one before it gets a request.
+    if !config.sentinels.is_empty() {
+        steps.push(("ROLE", command_frame(&[b"ROLE"])));
+    }
+    steps
+}
+
+/// The handshake of a Sentinel pool's replica connections: no `ROLE` check.
+fn replica_handshake(config: &PoolConfig) -> Vec<(&'static str, Bytes)> {
+    let mut steps = handshake_for(config);
+    steps.retain(|(label, _)| *label != "ROLE");
     steps
 }
 
@@ -221,6 +234,9 @@ impl Pool {
                 tokio::spawn(super::cluster::run_topology(pool.clone()));
                 (Vec::new(), PoolRouter::cluster(SlotTable::empty(), 0))
             } else {
+                if !config.sentinels.is_empty() {
+                    tokio::spawn(super::sentinel::run(pool.clone()));
+                }
                 let servers = config
                     .servers
                     .iter()
@@ -237,6 +253,7 @@ impl Pool {
                 listen_tls: tls.listen,
                 server_tls: tls.server,
                 cluster_error: None,
+                replicas: Arc::default(),
             };
             // Every pool: a reload may give it `server_tls:` later.
             tokio::spawn(watch_tls_files(pool.clone()));
@@ -283,19 +300,25 @@ impl Pool {
                 listen_tls: tls.listen,
                 server_tls: tls.server,
                 cluster_error: current.cluster_error.clone(),
+                replicas: current.replicas.clone(),
             }));
             self.cluster.refresh_soon();
             return (Vec::new(), Vec::new());
         }
+        if !config.sentinels.is_empty() && current.config.sentinels.is_empty() {
+            tokio::spawn(super::sentinel::run(Arc::downgrade(self)));
+        }
+        self.cluster.refresh_soon();
         let weak = Arc::downgrade(self);
         let mut added = Vec::new();
         let servers: Vec<Arc<Server>> = config
             .servers
             .iter()
             .map(|server| {
+                let sentinel = !config.sentinels.is_empty();
                 let kept = current.servers.iter().find(|old| {
                     old.info.name == server.name
-                        && old.info.addr == server.addr
+                        && (old.info.addr == server.addr || sentinel)
                         && old.connections.len() == config.server_connections.max(1) as usize
                         && old.info.probe == probe_kind(&config)
                 });
@@ -327,6 +350,7 @@ impl Pool {
             listen_tls: tls.listen,
             server_tls: tls.server,
             cluster_error: None,
+            replicas: current.replicas.clone(),
         }));
         (added, removed)
     }
@@ -382,6 +406,7 @@ impl Pool {
             listen_tls: current.listen_tls.clone(),
             server_tls: current.server_tls.clone(),
             cluster_error: current.cluster_error.clone(),
+            replicas: current.replicas.clone(),
         }));
     }
 
@@ -428,6 +453,7 @@ impl Pool {
             listen_tls: current.listen_tls.clone(),
             server_tls: current.server_tls.clone(),
             cluster_error: None,
+            replicas: current.replicas.clone(),
         }));
         (added, removed)
     }
@@ -479,8 +505,142 @@ impl Pool {
             listen_tls: current.listen_tls.clone(),
             server_tls: current.server_tls.clone(),
             cluster_error: current.cluster_error.clone(),
+            replicas: current.replicas.clone(),
         }));
         server
+    }
+
+    /// Sends `requests`, which waited for `server`, to the server that has replaced it
+    /// under the same name (a Sentinel switch); returns them when there is none yet, and
+    /// asks the topology source to look again.
+    pub fn reroute(
+        &self,
+        server: &ServerInfo,
+        requests: Vec<BackendRequest>,
+    ) -> Vec<BackendRequest> {
+        let current = self.current.load();
+        let replacement = current
+            .servers
+            .iter()
+            .find(|s| s.info.name == server.name && !std::ptr::eq(&*s.info, server));
+        let Some(replacement) = replacement else {
+            self.cluster.refresh_soon();
+            return requests;
+        };
+        for request in requests {
+            let bytes = request.frame.len() as u64;
+            replacement.info.stats.enqueue(bytes);
+            let connection =
+                replacement.connection_for(request.reply_to.client, request.reply_to.worker);
+            if let Err(refused) = connection.send(request) {
+                refused
+                    .0
+                    .fail(BackendError::ConnectionRefused, &replacement.info.stats);
+            }
+        }
+        Vec::new()
+    }
+
+    /// A Sentinel pool's server `index` has its master at `addr` now: a new server with the
+    /// same name, counters and placement takes its place; the old one's connections close
+    /// once their requests are answered. Returns the old address, or `None` if nothing
+    /// changed.
+    pub fn switch_master(self: &Arc<Pool>, index: usize, addr: &ServerAddr) -> Option<Arc<Server>> {
+        let _serial = self
+            .rebuild
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.current.load_full();
+        let old = current.servers.get(index)?;
+        if old.info.addr == *addr {
+            return None;
+        }
+        let config = &current.config;
+        let pname = match addr {
+            ServerAddr::Tcp { host, port } => format!("{host}:{port}:1"),
+            ServerAddr::Unix { path } => format!("{}:1", path.display()),
+        };
+        let server = crate::config::ServerConfig {
+            name: old.info.name.clone(),
+            pname,
+            addr: addr.clone(),
+            weight: 1,
+            has_alias: true,
+        };
+        let handshake = Arc::new(handshake_for(config));
+        let fresh = new_server_with_stats(
+            &Arc::downgrade(self),
+            config,
+            &server,
+            &handshake,
+            &self.connections,
+            self.placement,
+            old.info.stats.clone(),
+        );
+        let mut servers = current.servers.clone();
+        servers[index] = fresh;
+        self.current.store(Arc::new(PoolSnapshot {
+            config: config.clone(),
+            router: router_for(config, &servers),
+            servers,
+            listen_tls: current.listen_tls.clone(),
+            server_tls: current.server_tls.clone(),
+            cluster_error: current.cluster_error.clone(),
+            replicas: current.replicas.clone(),
+        }));
+        Some(old.clone())
+    }
+
+    /// A Sentinel pool's server `index` has these healthy replicas now (`read_from`).
+    pub fn set_replicas(self: &Arc<Pool>, index: usize, addrs: &[ServerAddr]) {
+        let _serial = self
+            .rebuild
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.current.load_full();
+        let Some(name) = current.servers.get(index).map(|s| s.info.name.clone()) else {
+            return;
+        };
+        let old = current.replicas.get(index).cloned().unwrap_or_default();
+        let same =
+            old.len() == addrs.len() && old.iter().zip(addrs).all(|(s, a)| s.info.addr == *a);
+        if same {
+            return;
+        }
+        let config = &current.config;
+        let handshake = Arc::new(replica_handshake(config));
+        let servers: Vec<Arc<Server>> = addrs
+            .iter()
+            .map(|addr| match old.iter().find(|s| s.info.addr == *addr) {
+                Some(kept) => kept.clone(),
+                None => new_server(
+                    &Arc::downgrade(self),
+                    config,
+                    &crate::config::ServerConfig {
+                        name: name.clone(),
+                        pname: format!("{} (replica)", name),
+                        addr: addr.clone(),
+                        weight: 1,
+                        has_alias: true,
+                    },
+                    &handshake,
+                    &self.connections,
+                    self.placement,
+                ),
+            })
+            .collect();
+        let mut replicas = (*current.replicas).clone();
+        replicas.resize(current.servers.len(), Vec::new());
+        replicas[index] = servers;
+        self.current.store(Arc::new(PoolSnapshot {
+            config: config.clone(),
+            router: current.router.clone(),
+            servers: current.servers.clone(),
+            listen_tls: current.listen_tls.clone(),
+            server_tls: current.server_tls.clone(),
+            cluster_error: current.cluster_error.clone(),
+            replicas: Arc::new(replicas),
+        }));
     }
 
     /// Records why a cluster pool's refresh failed, for clients' `-CLUSTERDOWN` replies.
@@ -500,6 +660,7 @@ impl Pool {
             listen_tls: current.listen_tls.clone(),
             server_tls: current.server_tls.clone(),
             cluster_error: Some(error.into()),
+            replicas: current.replicas.clone(),
         }));
     }
 
@@ -626,6 +787,17 @@ impl ServerOwner for PoolLink {
         }
     }
 
+    fn not_master(
+        &self,
+        server: &ServerInfo,
+        requests: Vec<BackendRequest>,
+    ) -> Vec<BackendRequest> {
+        match self.0.upgrade() {
+            Some(pool) => pool.reroute(server, requests),
+            None => requests,
+        }
+    }
+
     fn redirected(&self, server: &ServerInfo, request: BackendRequest, reply: Bytes) {
         match self.0.upgrade() {
             Some(pool) => super::cluster::follow(&pool, server, request, reply),
@@ -643,6 +815,28 @@ fn new_server(
     connections: &Arc<ConnectionStats>,
     placement: Placement,
 ) -> Arc<Server> {
+    let stats = Arc::new(ServerStats::default());
+    new_server_with_stats(
+        pool,
+        config,
+        server,
+        handshake,
+        connections,
+        placement,
+        stats,
+    )
+}
+
+/// [`new_server`] keeping counters (a Sentinel switch: the same server at a new address).
+fn new_server_with_stats(
+    pool: &Weak<Pool>,
+    config: &PoolConfig,
+    server: &crate::config::ServerConfig,
+    handshake: &Arc<Vec<(&'static str, Bytes)>>,
+    connections: &Arc<ConnectionStats>,
+    placement: Placement,
+    stats: Arc<ServerStats>,
+) -> Arc<Server> {
     let info = Arc::new(ServerInfo {
         pool_name: config.name.clone(),
         name: server.name.clone(),
@@ -652,7 +846,7 @@ fn new_server(
         probe: probe_kind(config),
         health: ServerHealth::default(),
         owner: Arc::new(PoolLink(pool.clone())),
-        stats: Arc::new(ServerStats::default()),
+        stats,
         connections: connections.clone(),
         cluster: config.redis_cluster,
     });

@@ -143,11 +143,13 @@ impl RedisProtocol {
             }
             Dispatch::Reply(reply) => core.push_ready(Bytes::from(reply)),
             Dispatch::Forward { key } => {
-                let server = match spec {
-                    Some(spec) if reads_from_replicas(snapshot, spec) => {
-                        route_read(snapshot, key, core.client_id())
-                    }
-                    _ => route(snapshot, key),
+                let reads = spec.is_some_and(|spec| reads_from_replicas(snapshot, spec));
+                if reads && !snapshot.config.sentinels.is_empty() {
+                    return sentinel_read(core, snapshot, key, request.frame().clone());
+                }
+                let server = match reads {
+                    true => route_read(snapshot, key, core.client_id()),
+                    false => route(snapshot, key),
                 };
                 core.forward(snapshot, server, request.frame().clone());
             }
@@ -247,7 +249,7 @@ fn cluster_answer(
 /// True when `spec` goes to a replica: a read-only command in a cluster pool that reads
 /// from replicas.
 fn reads_from_replicas(snapshot: &PoolSnapshot, spec: &command::CommandSpec) -> bool {
-    snapshot.config.redis_cluster
+    (snapshot.config.redis_cluster || !snapshot.config.sentinels.is_empty())
         && snapshot.config.read_from != ReadFrom::Master
         && crate::proto::redis::readonly::is_read_only(spec.name)
 }
@@ -264,6 +266,30 @@ fn route_read(snapshot: &PoolSnapshot, key: &[u8], client: u64) -> Result<usize,
                 "no replica serves the key's slot (read_from: replica)".into(),
             ))
         }),
+    }
+}
+
+/// A Sentinel pool's read: one of the key's shard's healthy replicas (clients take turns),
+/// or with `prefer_replica` the master when it has none.
+fn sentinel_read(core: &mut Core, snapshot: &PoolSnapshot, key: &[u8], frame: Bytes) {
+    let shard = match route(snapshot, key) {
+        Ok(shard) => shard,
+        Err(err) => return core.push_error(&err),
+    };
+    let replicas = snapshot
+        .replicas
+        .get(shard)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    match replicas {
+        [] if snapshot.config.read_from == ReadFrom::PreferReplica => {
+            core.forward(snapshot, Ok(shard), frame)
+        }
+        [] => core.push_error(&BackendError::NoReplica),
+        _ => {
+            let replica = &replicas[core.client_id() as usize % replicas.len()];
+            core.forward_to_server(replica, frame);
+        }
     }
 }
 

@@ -235,11 +235,21 @@ impl Core {
     ) {
         let dropped = expect == Expect::Dropped;
         let server = match server.and_then(|index| target(snapshot, index)) {
-            Ok(server) => server,
+            Ok(server) => server.clone(),
             // twemproxy drops a noreply request's forwarding error silently.
             Err(_) if dropped => return,
             Err(err) => return self.push_error(&err),
         };
+        self.send_to(&server, frame, expect);
+    }
+
+    /// Sends `frame` to `server` itself (a Sentinel pool's replica) and reserves its slot.
+    pub fn forward_to_server(&mut self, server: &Server, frame: Bytes) {
+        self.send_to(server, frame, Expect::Reply);
+    }
+
+    fn send_to(&mut self, server: &Server, frame: Bytes, expect: Expect) {
+        let dropped = expect == Expect::Dropped;
         let bytes = frame.len() as u64;
         let request = BackendRequest {
             frame,

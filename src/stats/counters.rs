@@ -158,6 +158,10 @@ pub struct PoolStats {
     pub auth_failures: Counter,
     /// walnut, `users:` pools: requests refused by a user's permissions (`-NOPERM`).
     pub acl_denied: Counter,
+    /// walnut, Sentinel pools: masters switched to a new address.
+    pub sentinel_switches: Counter,
+    /// walnut, Sentinel pools: polls no sentinel answered, and subscriptions that ended.
+    pub sentinel_errors: Counter,
     /// walnut, Redis Cluster pools: `-MOVED` replies followed.
     pub cluster_moved: Counter,
     /// walnut, Redis Cluster pools: `-ASK` replies followed.

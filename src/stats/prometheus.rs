@@ -44,7 +44,7 @@ type PoolFigure = fn(&PoolStats) -> u64;
 type ServerFigure = fn(&ServerStats) -> u64;
 
 /// (name without `_total`/unit, unit, type, help, read).
-const POOL_FIGURES: [(&str, Option<Unit>, MetricType, &str, PoolFigure); 16] = [
+const POOL_FIGURES: [(&str, Option<Unit>, MetricType, &str, PoolFigure); 18] = [
     (
         "walnut_pool_client_eof",
         None,
@@ -114,6 +114,20 @@ const POOL_FIGURES: [(&str, Option<Unit>, MetricType, &str, PoolFigure); 16] = [
         MetricType::Counter,
         "users: pools: requests refused by the user's permissions (-NOPERM).",
         |p| p.acl_denied.get(),
+    ),
+    (
+        "walnut_pool_sentinel_switches",
+        None,
+        MetricType::Counter,
+        "Sentinel pools: masters switched to a new address.",
+        |p| p.sentinel_switches.get(),
+    ),
+    (
+        "walnut_pool_sentinel_errors",
+        None,
+        MetricType::Counter,
+        "Sentinel pools: polls no sentinel answered, and +switch-master subscriptions that ended.",
+        |p| p.sentinel_errors.get(),
     ),
     (
         "walnut_pool_cluster_moved",
