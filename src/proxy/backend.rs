@@ -127,6 +127,9 @@ pub struct ServerInfo {
     pub connections: Arc<ConnectionStats>,
     /// A node of a Redis Cluster pool: redirects in its replies are followed.
     pub cluster: bool,
+    /// A master of a Sentinel pool: a `-READONLY` reply (it was demoted) is re-sent to the
+    /// master that replaced it.
+    pub sentinel: bool,
 }
 
 /// The one way back from a backend connection to the pool that owns its server, so that
@@ -740,7 +743,10 @@ fn dispatch_replies(
                 } else {
                     info.health.record_success();
                 }
-                if info.cluster && reply.error && super::cluster::is_redirect(&answer) {
+                let follow = reply.error
+                    && ((info.cluster && super::cluster::is_redirect(&answer))
+                        || (info.sentinel && answer.starts_with(b"-READONLY")));
+                if follow {
                     let request = BackendRequest {
                         frame,
                         reply_to,

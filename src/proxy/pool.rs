@@ -800,6 +800,9 @@ impl ServerOwner for PoolLink {
 
     fn redirected(&self, server: &ServerInfo, request: BackendRequest, reply: Bytes) {
         match self.0.upgrade() {
+            Some(pool) if server.sentinel => {
+                super::sentinel::retry_write(&pool, server, request, reply)
+            }
             Some(pool) => super::cluster::follow(&pool, server, request, reply),
             None => request.reply_to.deliver(Ok(reply)),
         }
@@ -849,6 +852,7 @@ fn new_server_with_stats(
         stats,
         connections: connections.clone(),
         cluster: config.redis_cluster,
+        sentinel: !config.sentinels.is_empty() && !server.pname.ends_with("(replica)"),
     });
     let connections = (0..config.server_connections.max(1) as usize)
         .map(|i| {

@@ -74,6 +74,55 @@ pub async fn run(pool: Weak<Pool>) {
     }
 }
 
+/// The most times one write is re-sent after `-READONLY` (a master demoted under it).
+const MAX_WRITE_RETRIES: u8 = 16;
+
+/// A master answered `-READONLY` to `request`: Sentinel demoted it. Ask the sentinels now,
+/// and re-send the request to the server that replaces it, waiting a little (within its
+/// timeout) until there is one; past that, the client gets the reply.
+pub fn retry_write(
+    pool: &Arc<Pool>,
+    server: &super::backend::ServerInfo,
+    mut request: super::backend::BackendRequest,
+    reply: bytes::Bytes,
+) {
+    pool.cluster.refresh_soon();
+    if request.redirects >= MAX_WRITE_RETRIES {
+        return request.reply_to.deliver(Ok(reply));
+    }
+    request.redirects += 1;
+    let backoff = Duration::from_millis((5u64 << request.redirects.min(5)).min(100));
+    if request
+        .deadline
+        .is_some_and(|d| d <= tokio::time::Instant::now() + backoff)
+    {
+        return request.reply_to.deliver(Ok(reply));
+    }
+    let pool = Arc::downgrade(pool);
+    let name = server.name.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(backoff).await;
+        let Some(pool) = pool.upgrade() else {
+            return request.reply_to.deliver(Ok(reply));
+        };
+        let snapshot = pool.current.load_full();
+        let Some(target) = snapshot.servers.iter().find(|s| s.info.name == name) else {
+            return request.reply_to.deliver(Ok(reply));
+        };
+        // Not replaced yet: the same master again, which answers READONLY again (and so
+        // comes back here) until the switch.
+        let bytes = request.frame.len() as u64;
+        target.info.stats.enqueue(bytes);
+        let connection = target.connection_for(request.reply_to.client, request.reply_to.worker);
+        if let Err(refused) = connection.send(request) {
+            refused.0.fail(
+                super::error::BackendError::ConnectionRefused,
+                &target.info.stats,
+            );
+        }
+    });
+}
+
 /// Switches server `index` to `master` if it moved, with one log line.
 fn apply_master(pool: &Arc<Pool>, index: usize, master: &ServerAddr, source: &str) {
     let Some(old) = pool.switch_master(index, master) else {

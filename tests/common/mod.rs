@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod mc;
 pub mod raw;
 pub mod resp;
+pub mod sentinel;
 pub mod tls;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
