@@ -209,13 +209,30 @@ fn wait_writable(walnut: u16, key: &str) {
     }
 }
 
+fn metrics_text(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(local(port)).expect("connect /metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: walnut\r\n\r\n")
+        .expect("send the request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read /metrics");
+    text
+}
+
 #[test]
 fn a_sentinel_pool_follows_failovers_without_moving_a_key() {
     let mut setup = SentinelSetup::start(&["shard1", "shard2"]);
     let (port, replica_port) = (free_port(), free_port());
     let config = pool("ha", port, &setup, "")
         + &pool("ha_reads", replica_port, &setup, "  read_from: replica\n");
-    let walnut = ProxyProcess::walnut(&config, &[local(port), local(replica_port)]);
+    let metrics_port = free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let walnut = ProxyProcess::walnut_with(
+        &config,
+        &[local(port), local(replica_port), local(metrics_port)],
+        &["--metrics", &metrics],
+    );
     // A client connected before anything happens, used again at the end.
     let mut early = RespClient::connect(&format!("127.0.0.1:{port}"));
     assert_eq!(early.cmd_str(&["SET", "early", "1"]), ok());
@@ -262,6 +279,14 @@ fn a_sentinel_pool_follows_failovers_without_moving_a_key() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // /metrics counts the switch and labels shard1 with its new address.
+    assert!(common::pool_metric(metrics_port, "walnut_pool_sentinel_switches", "ha") >= 1);
+    let text = metrics_text(metrics_port);
+    let address = format!(
+        "walnut_server_address{{pool=\"ha\",server=\"shard1\",address=\"127.0.0.1:{new_master}\"}} 1"
+    );
+    assert!(text.contains(&address), "{address} in {text}");
 
     // Scenario 3: a graceful failover of shard2 under traffic: no error at all.
     let flag = Arc::new(AtomicBool::new(false));

@@ -840,6 +840,11 @@ fn new_server_with_stats(
     placement: Placement,
     stats: Arc<ServerStats>,
 ) -> Arc<Server> {
+    let address = match &server.addr {
+        ServerAddr::Tcp { host, port } => format!("{host}:{port}"),
+        ServerAddr::Unix { path } => path.display().to_string(),
+    };
+    stats.address.store(Arc::new(address));
     let info = Arc::new(ServerInfo {
         pool_name: config.name.clone(),
         name: server.name.clone(),

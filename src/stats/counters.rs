@@ -194,6 +194,8 @@ pub struct ServerStats {
     pub server_connections: Gauge,
     /// When the server was last ejected (µs since the epoch), see [`Timestamp::set_now`].
     pub server_ejected_at: Timestamp,
+    /// The address the server is reached at now (a Sentinel switch changes it).
+    pub address: arc_swap::ArcSwap<String>,
     /// Requests (or fragments) forwarded; injected AUTH/SELECT are not counted.
     pub requests: Counter,
     /// Bytes of those requests.

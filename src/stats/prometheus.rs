@@ -413,6 +413,27 @@ impl Collector for StatsCollector {
         }
 
         let mut metric = encoder.encode_descriptor(
+            "walnut_server_address",
+            "The address each server is reached at now (1; the address is a label). A Sentinel switch changes it.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for pool in pools.iter() {
+            for server in &pool.servers {
+                let address = server.stats.address.load();
+                if address.is_empty() {
+                    continue;
+                }
+                let labels = [
+                    ("pool", pool.name.as_str()),
+                    ("server", server.name.as_str()),
+                    ("address", address.as_str()),
+                ];
+                metric.encode_family(&labels)?.encode_gauge(&1i64)?;
+            }
+        }
+
+        let mut metric = encoder.encode_descriptor(
             "walnut_server_latency",
             "From sending a request to the server to reading its reply.",
             Some(&Unit::Seconds),
