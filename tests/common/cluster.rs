@@ -36,13 +36,23 @@ fn node_command(dir: &TempDir, port: u16) -> Command {
     cmd
 }
 
+/// A free port whose cluster bus port (port + 10000) exists too.
+fn node_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= u16::MAX - 10000 {
+            return port;
+        }
+    }
+}
+
 impl Cluster {
     /// `masters` masters, each with one replica.
     pub fn start(masters: usize) -> Cluster {
         let dir = TempDir::new("cluster");
         let mut nodes = Vec::new();
         for _ in 0..masters * 2 {
-            let port = free_port();
+            let port = node_port();
             let mut process =
                 Process::spawn("redis-server (cluster)", &mut node_command(&dir, port));
             wait_for_tcp(local(port), "redis-server (cluster)", &mut process);
@@ -96,7 +106,7 @@ impl Cluster {
 
     /// Starts one more cluster-enabled node, not yet part of the cluster; returns its port.
     pub fn add_empty_node(&mut self) -> u16 {
-        let port = free_port();
+        let port = node_port();
         let mut process =
             Process::spawn("redis-server (cluster)", &mut node_command(&self.dir, port));
         wait_for_tcp(local(port), "redis-server (cluster)", &mut process);
