@@ -364,6 +364,24 @@ fn split(core: &mut Core, snapshot: &PoolSnapshot, kind: SplitKind, request: &Re
 /// A cluster pool's split: one part per slot (Redis refuses keys of different slots even on
 /// one node), each sent to the slot's server.
 fn split_by_slot(core: &mut Core, snapshot: &PoolSnapshot, kind: SplitKind, request: &Request) {
+    // Keys that share one slot (a hash tag) need no plan: the request goes whole.
+    let step = if kind == SplitKind::Mset { 2 } else { 1 };
+    let mut slots = request
+        .args()
+        .skip(1)
+        .step_by(step)
+        .map(crate::cluster::slot::key_slot);
+    let first = slots.next();
+    let replicas = kind == SplitKind::Mget && snapshot.config.read_from != ReadFrom::Master;
+    if let (Some(slot), false) = (first, replicas) {
+        if slots.all(|s| s == slot) {
+            return core.forward(
+                snapshot,
+                route_slot(snapshot, slot),
+                request.frame().clone(),
+            );
+        }
+    }
     let plan = match split::plan(kind, request, |key| {
         Ok::<_, BackendError>(usize::from(crate::cluster::slot::key_slot(key)))
     }) {
