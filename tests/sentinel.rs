@@ -280,6 +280,30 @@ fn a_sentinel_pool_follows_failovers_without_moving_a_key() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // A reload (the config still names the first masters) keeps each shard's current master.
+    let before = walnut.log().matches("reload: pools added").count();
+    walnut.rewrite_config(&config.replace("timeout: 3000", "timeout: 2500"));
+    walnut.process.signal(nix::sys::signal::Signal::SIGUSR1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while walnut.log().matches("reload: pools added").count() == before {
+        assert!(
+            Instant::now() < deadline,
+            "no reload line: {}",
+            walnut.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for key in &one {
+        assert_eq!(client.cmd_str(&["SET", key, "after-reload"]), ok());
+    }
+    for key in &one {
+        assert_eq!(
+            direct.cmd_str(&["GET", key]),
+            Value::bulk("after-reload"),
+            "{key}"
+        );
+    }
+
     // /metrics counts the switch and labels shard1 with its new address.
     assert!(common::pool_metric(metrics_port, "walnut_pool_sentinel_switches", "ha") >= 1);
     let text = metrics_text(metrics_port);
