@@ -248,6 +248,12 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def children_cpu_seconds():
+    """User+system CPU of the children waited for so far (the load generators, in turn)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def rss_kb(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -599,6 +605,7 @@ class Bench:
                         os.path.join(self.work, "redis-tls.log"))
         if not wait_answers(plain, p):
             raise RuntimeError(f"redis-server with --tls-port {tls} did not start: {log_tail(p)}")
+        self.tls_redis = p
         seed_redis(plain, [(f"s3:{i:012d}", "xxx") for i in range(S3_KEYS)])
         log(f"== TLS backend: redis-server plaintext port {plain}, TLS port {tls}; seeded {S3_KEYS} keys")
 
@@ -786,11 +793,16 @@ bench_r4:
         connect = params.get("connect", False)
         conns0 = self.connections_seen(target) if connect else None
         cpu0 = cpu_seconds(proc.pid) if proc else None
+        # on a box with few cores the three processes share them: where each request's CPU goes
+        redis0 = cpu_seconds(self.tls_redis.pid)
+        client0 = children_cpu_seconds()
         try:
             res = redis_benchmark(port, tls + params["args"], params["n"], self.timeout)
         except NA as e:
             self.failures.append(f"{target} (TLS section), {wid}: {e}")
             raise
+        res["client_us"] = (children_cpu_seconds() - client0) * 1e6 / res["requests"]
+        res["redis_us"] = (cpu_seconds(self.tls_redis.pid) - redis0) * 1e6 / res["requests"]
         if proc:
             if proc.poll() is not None:
                 raise NA(self.died("walnut", "TLS section", proc))
@@ -969,19 +981,21 @@ def ratios_table(rows, s, columns):
     return "\n".join(lines)
 
 
-def results_table(rows, targets, s, name, cpu_header):
-    """Markdown: one line per (workload, target) of the medians in s; rows are (id, label) and
-    name(target) is the target's name in the table."""
-    lines = [f"| workload | target | req/s | p50 ms | p99 ms | {cpu_header} | runs |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+def results_table(rows, targets, s, name, cpu_header, extra=()):
+    """Markdown: one line per (workload, target) of the medians in s; rows are (id, label),
+    name(target) is the target's name in the table, extra more CPU columns (header, key)."""
+    heads = "".join(f" {h} |" for h, _k in extra)
+    lines = [f"| workload | target | req/s | p50 ms | p99 ms | {cpu_header} |{heads} runs |",
+             "|---|---|---:|---:|---:|---:|" + "---:|" * len(extra) + "---:|"]
     for wid, label in rows:
         for t in targets:
             m = s.get((wid, t))
             if m:
+                more = "".join(f" {fmt_us(m[k])} |" for _h, k in extra)
                 lines.append(f"| {label} | {name(t)} | {fmt_rps(m['rps'])} | {fmt_ms(m['p50'])} "
-                             f"| {fmt_ms(m['p99'])} | {fmt_us(m['cpu_us'])} | {m['n']} |")
+                             f"| {fmt_ms(m['p99'])} | {fmt_us(m['cpu_us'])} |{more} {m['n']} |")
             else:
-                lines.append(f"| {label} | {name(t)} | n/a | n/a | n/a | n/a | 0 |")
+                lines.append(f"| {label} | {name(t)} | n/a | n/a | n/a | n/a |" + " n/a |" * len(extra) + " 0 |")
     return "\n".join(lines)
 
 
@@ -1107,9 +1121,10 @@ def report(b, cmdline):
 def tls_report(b):
     """The TLS section's tables: (results, ratios, connections, target rows), as Markdown."""
     s = summarize([w[0] for w in b.tls_workloads], TLS_TARGETS, b.tls_results,
-                  keys=("rps", "p50", "p99", "cpu_us", "conns"))
+                  keys=("rps", "p50", "p99", "cpu_us", "redis_us", "client_us", "conns"))
     table = results_table([(w[0], w[1]) for w in b.tls_workloads], TLS_TARGETS, s, TLS_LABELS.get,
-                          "walnut CPU µs/req")
+                          "walnut CPU µs/req", extra=[("redis-server CPU µs/req", "redis_us"),
+                                                     ("redis-benchmark CPU µs/req", "client_us")])
 
     def g(wid, t, k="rps"):
         return s.get((wid, t), {}).get(k)
@@ -1123,8 +1138,9 @@ def tls_report(b):
 
     lines = []
     out = lines.append
-    out("| target | new connections/s | connections counted / requests (median) | walnut CPU µs per connection |")
-    out("|---|---:|---:|---:|")
+    out("| target | new connections/s | connections counted / requests (median) "
+        "| CPU µs per connection: walnut | redis-server | redis-benchmark |")
+    out("|---|---:|---:|---:|---:|---:|")
     for wid, _label, p in b.tls_workloads:
         if not p.get("connect"):
             continue
@@ -1132,9 +1148,9 @@ def tls_report(b):
             m = s.get((wid, t))
             if m:
                 out(f"| {TLS_LABELS[t]} | {fmt_rps(m['rps'])} | {m['conns']:,.0f} / {m['requests']:,} "
-                    f"| {fmt_us(m['cpu_us'])} |")
+                    f"| {fmt_us(m['cpu_us'])} | {fmt_us(m['redis_us'])} | {fmt_us(m['client_us'])} |")
             else:
-                out(f"| {TLS_LABELS[t]} | n/a | n/a | n/a |")
+                out(f"| {TLS_LABELS[t]} | n/a | n/a | n/a | n/a | n/a |")
     conns = "\n".join(lines)
 
     checks = []
@@ -1189,7 +1205,9 @@ Certificates: a throwaway CA and a server certificate (ECDSA P-256, subjectAltNa
 DNS:localhost), made with `openssl` in the run's temp directory; the load generator verifies them
 (`redis-benchmark --tls --cacert ca.crt`). Negotiated with `openssl s_client`: {sessions}.
 walnut uses rustls {rustls or "?"} (ring); redis-server and redis-benchmark use {sh("openssl version")}.
-"walnut CPU µs/req" is the walnut process's user+system CPU over the run divided by the requests.
+"walnut CPU µs/req" is the walnut process's user+system CPU over the run divided by the requests;
+the redis-server's and the load generator's (`getrusage` of the waited-for child) likewise: the
+three share the machine's cores, so a request's CPU anywhere costs throughput.
 
 {table}
 
