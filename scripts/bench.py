@@ -516,8 +516,8 @@ def tls_plan(quick):
                   dict(n=n, args=["-c", "50", "-P", str(p), "-r", str(S3_KEYS), "SET", "s3:__rand_int__", "xxx"])))
         w.append((f"tls-get3-P{p}", f"GET 3 B, pipeline {p}",
                   dict(n=n, args=["-c", "50", "-P", str(p), "-r", str(S3_KEYS), "GET", "s3:__rand_int__"])))
-    # -k 0: every request on a new connection (a full handshake each: redis-benchmark keeps no
-    # TLS session to resume), so requests/s is new connections/s
+    # -k 0: every request on a new connection (with a TLS handshake of its own), so requests/s
+    # is new connections/s
     w.append(("tls-connect", "new connection per request (-k 0), PING",
               dict(n=nconn, connect=True, args=["-c", "50", "-k", "0", "PING"])))
     return w
@@ -1153,6 +1153,26 @@ def tls_report(b):
                 out(f"| {TLS_LABELS[t]} | n/a | n/a | n/a | n/a | n/a |")
     conns = "\n".join(lines)
 
+    # where the CPU that TLS adds goes, per request: all three processes share the cores
+    lines = []
+    out = lines.append
+    out("| workload | walnut | redis-server | redis-benchmark | all three: plaintext / TLS CPU "
+        "| measured: TLS / plaintext req/s |")
+    out("|---|---:|---:|---:|---:|---:|")
+    for wid, label, p in b.tls_workloads:
+        if p.get("connect"):
+            continue
+        keys = ("cpu_us", "redis_us", "client_us")
+        plain = [g(wid, "walnut", k) for k in keys]
+        tls = [g(wid, "walnut-tls", k) for k in keys]
+        if None in plain or None in tls:
+            out(f"| {label} | n/a | n/a | n/a | n/a | n/a |")
+            continue
+        added = [f"{t - q:+.2f}" for t, q in zip(tls, plain)]
+        out(f"| {label} | {' | '.join(added)} | {fmt_ratio(ratio(sum(plain), sum(tls)))} "
+            f"| {fmt_ratio(ratio(g(wid, 'walnut-tls'), g(wid, 'walnut')))} |")
+    cost = "\n".join(lines)
+
     checks = []
     labels = {w[0]: w[1] for w in b.tls_workloads}
     for wid in [w[0] for w in b.tls_workloads if w[0].endswith("-P16")]:
@@ -1163,16 +1183,20 @@ def tls_report(b):
             checks.append((labels[wid], f"{r:.2f}×", "met"))
         else:
             checks.append((labels[wid], f"{r:.2f}×", f"missed by {(0.8 - r) / 0.8 * 100:.0f}% (needs {0.8 / r:.2f}× more)"))
+    for wid in [w[0] for w in b.tls_workloads if w[0].endswith("-P16")]:
+        r = ratio(g(wid, "walnut", "cpu_us"), g(wid, "walnut-tls", "cpu_us"))
+        checks.append((f"{labels[wid]}: walnut's own CPU per request, plaintext / TLS (no target; reported)",
+                       fmt_ratio(r), "reported"))
     for wid in [w[0] for w in b.tls_workloads if w[2].get("connect")]:
         r = ratio(g(wid, "walnut-tls"), g(wid, "redis-tls"))
         checks.append(("new TLS connections/s vs redis-server's TLS port (no target set; reported)",
                        "n/a" if r is None else f"{r:.2f}×", "reported"))
-    return table, ratios, conns, checks
+    return table, ratios, conns, cost, checks
 
 
 def tls_markdown(b, cmdline):
     """The "TLS (issue 20)" section of the report."""
-    table, ratios, conns, checks = tls_report(b)
+    table, ratios, conns, cost, checks = tls_report(b)
     check_rows = "\n".join(f"| {w} | {m} | {st} |" for w, m, st in checks)
     sessions = "; ".join(f"{TLS_LABELS[t]}: {' '.join(v)}" for t, v in b.tls_sessions.items()) or "not recorded"
     nas = {}
@@ -1215,10 +1239,20 @@ three share the machine's cores, so a request's CPU anywhere costs throughput.
 
 {ratios}
 
+### Where the CPU that TLS adds goes
+
+CPU µs per request of walnut with `tls:` minus plaintext walnut, for each process (medians
+above). The box has {os.cpu_count()} cores for all three, so when they keep them busy the
+throughput ratio follows the total CPU per request ("all three"), whichever process spends it;
+the load generator's own TLS work (OpenSSL, in redis-benchmark) is part of what any TLS
+contender is charged here.
+
+{cost}
+
 ### New TLS connections per second
 
 `redis-benchmark -k 0` closes and reopens its connection for every request, so requests/s is
-new connections/s (each a full TCP connect and TLS handshake, then one PING, which each contender
+new connections/s (each a TCP connect and a TLS handshake, then one PING, which each contender
 answers itself). That it really reconnects is checked on every run by the contender's own count:
 walnut's `total_connections` (its stats), redis-server's `INFO stats` `total_connections_received`,
 read before and after (redis-benchmark adds one connection of its own, to read CONFIG).
@@ -1443,12 +1477,14 @@ def main():
             for line in na_lines(b):
                 print(line)
         if b.tls:
-            tls_table, tls_ratios, tls_conns, tls_checks = tls_report(b)
+            tls_table, tls_ratios, tls_conns, tls_cost, tls_checks = tls_report(b)
             print()
             print("TLS (issue 20)")
             print(tls_table)
             print()
             print(tls_ratios)
+            print()
+            print(tls_cost)
             print()
             print(tls_conns)
             print()
