@@ -484,3 +484,46 @@ fn a_client_that_never_starts_its_handshake_is_closed_and_counted() {
     let mut client = RespClient::over(connect(listen, &trusted).expect("handshake"));
     assert_eq!(client.cmd_str(&["PING"]), Value::Status("PONG".into()));
 }
+
+/// Plaintext rustls already holds when the session starts (a request that came in the same
+/// flight as the client's Finished), and a pipeline larger than one read of walnut's, must be
+/// read without waiting for the socket to bring more: both are answered whole.
+#[test]
+fn requests_rustls_holds_with_nothing_left_in_the_socket_are_answered() {
+    let dir = TempDir::new("tls-held-plaintext");
+    let pki = Pki::new(&dir.path);
+    let redis = TlsRedis::start(&pki);
+    let listen = free_port();
+    let _walnut = ProxyProcess::walnut(
+        &secure_pool(&pki, listen, &listen_tls(&pki, false), &redis),
+        &[local(listen)],
+    );
+    let trusted = client_config(&pki.path("ca.crt"), None);
+
+    // Written before the handshake: rustls sends it right behind the client's Finished.
+    let mut socket = std::net::TcpStream::connect(local(listen)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(trusted.clone(), name).unwrap();
+    conn.writer().write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut socket).unwrap();
+    }
+    let mut early = rustls::StreamOwned::new(conn, socket);
+    early.flush().unwrap();
+    let mut reply = [0u8; 7];
+    early.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"+PONG\r\n");
+
+    // 1,024 GETs of 32 bytes each (32 KiB: two full TLS records) in one write.
+    let mut client = connect(listen, &trusted).expect("handshake");
+    let get = b"*2\r\n$3\r\nGET\r\n$12\r\nheld:missing\r\n";
+    assert_eq!(get.len(), 32);
+    client.write_all(&get.repeat(1024)).unwrap();
+    client.flush().unwrap();
+    let mut replies = vec![0u8; 5 * 1024];
+    client.read_exact(&mut replies).unwrap();
+    assert_eq!(replies, b"$-1\r\n".repeat(1024));
+}

@@ -64,6 +64,15 @@ impl Transport {
     fn gone() -> io::Error {
         io::Error::new(io::ErrorKind::NotConnected, "the socket is being moved")
     }
+
+    /// Ready once the socket is readable (tokio's readiness, as `TcpStream::readable`).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &self.0 {
+            Some(Stream::Tcp(s)) => s.poll_read_ready(cx),
+            Some(Stream::Unix(s)) => s.poll_read_ready(cx),
+            _ => Poll::Ready(Err(Transport::gone())),
+        }
+    }
 }
 
 impl AsyncRead for Transport {
@@ -240,10 +249,27 @@ impl ReadHalf<'_> {
         match self {
             ReadHalf::Tcp(r) => r.readable().await,
             ReadHalf::Unix(r) => r.readable().await,
-            // rustls may hold plaintext already, with nothing left in the socket.
-            ReadHalf::Tls(_) => Ok(()),
+            ReadHalf::Tls(session) => {
+                std::future::poll_fn(|cx| tls_readable(&mut lock(session), cx)).await
+            }
         }
     }
+}
+
+/// Ready when a read would find something: plaintext rustls already holds (it may hold some
+/// with nothing left in the socket, e.g. a request that came with the handshake's last
+/// flight), a close_notify it has seen, or a readable socket. rustls wants no read exactly
+/// when it holds plaintext or has seen the peer's close; otherwise only the socket can bring
+/// more, so a TLS client between requests waits without a read buffer, as a plain one does.
+fn tls_readable(session: &mut TlsSession, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    let wants_read = match &*session {
+        tokio_rustls::TlsStream::Client(s) => s.get_ref().1.wants_read(),
+        tokio_rustls::TlsStream::Server(s) => s.get_ref().1.wants_read(),
+    };
+    if !wants_read {
+        return Poll::Ready(Ok(()));
+    }
+    transport_of(session).poll_read_ready(cx)
 }
 
 impl AsyncRead for ReadHalf<'_> {
