@@ -140,8 +140,14 @@ pub trait ServerOwner: Send + Sync + std::fmt::Debug {
     /// A connection to `server` failed, or the server could not serve.
     fn server_failed(&self, server: &ServerInfo, err: &BackendError);
     /// A cluster node answered `request` with a redirect or retry (`reply`): the owner sends
-    /// it on, keeping its `ReplyTo`.
-    fn redirected(&self, server: &ServerInfo, request: BackendRequest, reply: Bytes);
+    /// it on, keeping its `ReplyTo`, or hands it back to be re-sent on this same connection
+    /// after the given backoff (`-TRYAGAIN`, `-CLUSTERDOWN`).
+    fn redirected(
+        &self,
+        server: &ServerInfo,
+        request: BackendRequest,
+        reply: Bytes,
+    ) -> Option<(BackendRequest, std::time::Duration)>;
     /// `server` turned out not to be a master (Sentinel pools check `ROLE`): the owner sends
     /// `requests` to the server that replaced it, and returns those it cannot place yet.
     fn not_master(&self, server: &ServerInfo, requests: Vec<BackendRequest>)
@@ -175,6 +181,32 @@ enum InFlight {
         asking: bool,
     },
     Handshake(&'static str),
+}
+
+/// Redis Cluster: requests the node answered `-TRYAGAIN` or `-CLUSTERDOWN`, re-sent on the
+/// same connection once the backoff ends, in the order they were answered and ahead of
+/// anything not yet sent; until then the connection takes no new request. So a retried
+/// request is never overtaken by a later request of its client (a `SET` retried after the
+/// `GET` that followed it would make the `GET` read the old value).
+#[derive(Default)]
+struct Held {
+    requests: VecDeque<BackendRequest>,
+    until: Option<Instant>,
+}
+
+impl Held {
+    fn hold(
+        &mut self,
+        request: BackendRequest,
+        backoff: std::time::Duration,
+        now: Instant,
+        stats: &ServerStats,
+    ) {
+        // It waits in the in-queue again, as a request routed to the server does.
+        stats.enqueue(request.frame.len() as u64);
+        self.until.get_or_insert(now + backoff);
+        self.requests.push_back(request);
+    }
 }
 
 /// Starts a connection task and returns the queue that feeds it.
@@ -436,6 +468,7 @@ async fn serve(
     let mut buffer = ReadBuffer::new();
     let mut decoder = ReplyCodec::for_server(info.probe);
     let mut queue_open = true;
+    let mut held = Held::default();
 
     let handshake = info.handshake.load_full();
     // A Sentinel pool's master is used only once `ROLE` says it is one: until the handshake
@@ -451,11 +484,12 @@ async fn serve(
     }
 
     let failure = loop {
-        if !queue_open && pipe.in_flight.is_empty() {
+        if !queue_open && pipe.in_flight.is_empty() && held.requests.is_empty() {
             return None;
         }
         let deadline = pipe.next_deadline();
-        let may_take = queue_open && !gated && pipe.in_flight.len() < MAX_IN_FLIGHT;
+        let may_take =
+            queue_open && !gated && held.until.is_none() && pipe.in_flight.len() < MAX_IN_FLIGHT;
         // TLS records of requests already handed over, still waiting for room in the socket.
         let tls_pending = writer.has_pending();
         tokio::select! {
@@ -469,7 +503,7 @@ async fn serve(
                     Err(e) => break BackendError::from_io(&e),
                     Ok(_) => {}
                 }
-                if let Err(err) = dispatch_replies(&mut decoder, &mut buffer.input, &mut pipe.in_flight, info) {
+                if let Err(err) = dispatch_replies(&mut decoder, &mut buffer.input, &mut pipe.in_flight, &mut held, info) {
                     break err;
                 }
                 if gated && !pipe.in_flight.iter().any(|e| matches!(e, InFlight::Handshake(_))) {
@@ -484,6 +518,12 @@ async fn serve(
                 match written {
                     Ok(n) => pipe.advance(n),
                     Err(e) => break BackendError::from_io(&e),
+                }
+            }
+            _ = tokio::time::sleep_until(held.until.unwrap_or_else(Instant::now)), if held.until.is_some() => {
+                held.until = None;
+                while let Some(req) = held.requests.pop_front() {
+                    pipe.push(req);
                 }
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
@@ -506,6 +546,10 @@ async fn serve(
         }
     };
     pipe.unwind(&failure, retry);
+    // Held requests were answered before anything still unsent was: they go first.
+    while let Some(req) = held.requests.pop_back() {
+        retry.push_front(req);
+    }
     Some(Closed { err: failure, eof })
 }
 
@@ -694,6 +738,7 @@ fn dispatch_replies(
     decoder: &mut ReplyCodec,
     input: &mut BytesMut,
     in_flight: &mut VecDeque<InFlight>,
+    held: &mut Held,
     info: &ServerInfo,
 ) -> Result<(), BackendError> {
     let mut now = None;
@@ -755,7 +800,9 @@ fn dispatch_replies(
                         redirects,
                         asking: false,
                     };
-                    info.owner.redirected(info, request, answer);
+                    if let Some((request, backoff)) = info.owner.redirected(info, request, answer) {
+                        held.hold(request, backoff, now, &info.stats);
+                    }
                     continue;
                 }
                 reply_to.deliver(Ok(answer));

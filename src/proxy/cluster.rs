@@ -8,8 +8,9 @@
 //!
 //! A backend connection of a cluster pool hands replies that are redirects to [`follow`]:
 //! `-MOVED` patches the slot table at once and re-sends the request there; `-ASK` re-sends it
-//! once after `ASKING`; `-TRYAGAIN` and `-CLUSTERDOWN` re-send it to the same node after a
-//! short backoff, within the request's timeout. The request keeps its place in its client's
+//! once after `ASKING`; `-TRYAGAIN` and `-CLUSTERDOWN` hand it back to the same connection,
+//! which re-sends it after a short backoff ahead of anything newer, within the request's
+//! timeout. The request keeps its place in its client's
 //! reply order (its sequence number), so a redirect can never reorder or cross replies.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -250,13 +251,20 @@ async fn read_reply(
 }
 
 /// Follows a redirect or retry reply (`reply`) that `info`'s node of `pool` gave to
-/// `request`.
-pub fn follow(pool: &Arc<Pool>, info: &ServerInfo, mut request: BackendRequest, reply: Bytes) {
+/// `request`. A retry on the same node (`-TRYAGAIN`, `-CLUSTERDOWN`) comes back with its
+/// backoff, for the connection to re-send it in order.
+pub fn follow(
+    pool: &Arc<Pool>,
+    info: &ServerInfo,
+    mut request: BackendRequest,
+    reply: Bytes,
+) -> Option<(BackendRequest, Duration)> {
     if request.redirects >= MAX_REDIRECTS {
         pool.stats.forward_error.inc();
-        return request
+        request
             .reply_to
             .deliver(Err(BackendError::TooManyRedirects(request.redirects)));
+        return None;
     }
     request.redirects += 1;
     request.asking = false;
@@ -265,7 +273,10 @@ pub fn follow(pool: &Arc<Pool>, info: &ServerInfo, mut request: BackendRequest, 
             host: host.clone(),
             port: *port,
         },
-        ServerAddr::Unix { .. } => return request.reply_to.deliver(Ok(reply)),
+        ServerAddr::Unix { .. } => {
+            request.reply_to.deliver(Ok(reply));
+            return None;
+        }
     };
     match redirect::parse(&reply) {
         Some(redirect) if redirect.kind == RedirectKind::Moved => {
@@ -275,12 +286,14 @@ pub fn follow(pool: &Arc<Pool>, info: &ServerInfo, mut request: BackendRequest, 
             pool.cluster.patched.store(true, Ordering::Release);
             pool.cluster.refresh_soon();
             resend(server, request, reply);
+            None
         }
         Some(redirect) => {
             pool.stats.cluster_ask.inc();
             let to = redirect.to.or_host_of(&here);
             request.asking = true;
             resend(pool.apply_moved(None, &to), request, reply);
+            None
         }
         None => {
             // TRYAGAIN (a multi-key request during a migration) or CLUSTERDOWN (a failover
@@ -295,13 +308,10 @@ pub fn follow(pool: &Arc<Pool>, info: &ServerInfo, mut request: BackendRequest, 
                 .deadline
                 .is_some_and(|d| d <= Instant::now() + backoff)
             {
-                return request.reply_to.deliver(Ok(reply));
+                request.reply_to.deliver(Ok(reply));
+                return None;
             }
-            let server = pool.apply_moved(None, &here);
-            tokio::spawn(async move {
-                tokio::time::sleep(backoff).await;
-                resend(server, request, reply);
-            });
+            Some((request, backoff))
         }
     }
 }

@@ -798,13 +798,22 @@ impl ServerOwner for PoolLink {
         }
     }
 
-    fn redirected(&self, server: &ServerInfo, request: BackendRequest, reply: Bytes) {
+    fn redirected(
+        &self,
+        server: &ServerInfo,
+        request: BackendRequest,
+        reply: Bytes,
+    ) -> Option<(BackendRequest, Duration)> {
         match self.0.upgrade() {
             Some(pool) if server.sentinel => {
-                super::sentinel::retry_write(&pool, server, request, reply)
+                super::sentinel::retry_write(&pool, server, request, reply);
+                None
             }
             Some(pool) => super::cluster::follow(&pool, server, request, reply),
-            None => request.reply_to.deliver(Ok(reply)),
+            None => {
+                request.reply_to.deliver(Ok(reply));
+                None
+            }
         }
     }
 }
