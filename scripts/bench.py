@@ -543,6 +543,8 @@ class Bench:
         # sections: the plaintext comparison with nutcracker ("main") and TLS (issue 20)
         self.main = args.only is None
         self.tls = args.only in (None, "tls")
+        if not (self.main or self.tls):
+            self.rounds = 0  # `--only cluster`: its section runs on its own, after
         self.tls_workloads = tls_plan(self.quick) if self.tls else []
         self.tls_results = {}  # (workload, TLS target) -> list of dicts
         self.tls_na = {}  # (workload, TLS target) -> reason
@@ -1435,12 +1437,31 @@ the numbers are a comparison between targets on the same box, not absolute capac
         f.write(doc)
 
 
+def run_cluster_section(b, quick):
+    """The Redis Cluster section (scripts/bench_cluster.py, issue 18), after the others: its own
+    cluster and walnut, stopped when it is done. Returns its Markdown and whether walnut answered."""
+    # bench_cluster imports this module by name: let it share this run's PROCS and helpers.
+    sys.modules.setdefault("bench", sys.modules[__name__])
+    import bench_cluster
+    results = bench_cluster.run(os.path.join(b.work, "cluster"), os.environ["WALNUT_BIN"], quick)
+    return bench_cluster.markdown(results, "scripts/bench --only cluster"), results["answers"]
+
+
+def insert_section(path, section):
+    """Puts `section` before the report's `## Setup` (or at its end)."""
+    text = open(path).read()
+    at = text.find("\n## Setup")
+    text = text + "\n" + section if at < 0 else text[:at + 1] + section + "\n" + text[at + 1:]
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def main():
     ap = argparse.ArgumentParser(prog="scripts/bench")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out")
     ap.add_argument("--rounds", type=int)
-    ap.add_argument("--only", choices=["tls"], help="run one section; writes a temp file unless --out")
+    ap.add_argument("--only", choices=["tls", "cluster"], help="run one section; writes a temp file unless --out")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -1492,8 +1513,19 @@ def main():
                 print("| " + " | ".join(row) + " |")
         if b.main:
             write_markdown(b, out_path, cmdline, table, ratios, idle, checks)
-        else:
+        elif b.tls:
             write_tls_only(b, out_path, cmdline)
+        else:
+            with open(out_path, "w") as f:
+                f.write("# walnut benchmarks: the Redis Cluster section only\n\n")
+        if args.only in (None, "cluster"):
+            cluster_text, cluster_answers = run_cluster_section(b, args.quick)
+            print()
+            print(cluster_text)
+            insert_section(out_path, cluster_text)
+            if not cluster_answers:
+                log("FAIL: walnut did not answer through the cluster")
+                rc = 1
         log(f"== report written to {out_path} ({b.elapsed:.0f} s)")
         if (b.main and not table.strip()) or not os.path.getsize(out_path):
             log("FAIL: no table")

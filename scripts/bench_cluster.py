@@ -4,7 +4,7 @@ GET/SET at pipeline depth 1 and 16 and MGET of 100 keys, with walnut's CPU per r
 walnut's throughput, second by second, while `redis-cli --cluster reshard` moves 3000 slots
 under it (the dip is reported, never asserted).
 
-Run by scripts/bench (full and `--only cluster`); standalone for iterating:
+Run by scripts/bench (full, `--quick` and `--only cluster`); standalone for iterating:
     python3 scripts/bench_cluster.py [--quick] [--out FILE]
 Every process started here is stopped by its PID (bench.PROCS).
 """
@@ -162,8 +162,10 @@ def reshard_dip(port, masters, seconds_before=2):
 
 
 def run(work, walnut_bin, quick=False):
-    """Measures everything; returns the results the report needs."""
+    """Measures everything; returns the results the report needs. Stops only the processes it
+    started (scripts/bench shares PROCS with it)."""
     os.makedirs(work, exist_ok=True)
+    already = list(PROCS.procs)
     log("== cluster: starting 3 masters + 3 replicas")
     ports = start_cluster(work)
     masters = master_ids(ports)
@@ -194,7 +196,8 @@ def run(work, walnut_bin, quick=False):
             dip = {"na": str(e)}
     errors = subprocess.run(["redis-cli", "-p", str(port), "GET", "bench:probe"], capture_output=True, text=True)
     ok = errors.stdout.strip() == "1"
-    PROCS.stop_all()
+    for p in [p for p in PROCS.procs if p not in already]:
+        PROCS.stop(p)
     return {"rows": rows, "dip": dip, "answers": ok}
 
 
@@ -255,6 +258,15 @@ def markdown(results, cmdline):
         lines.append(
             f"| {row['name']} | {w['rps']:,.0f} | {d['rps']:,.0f} | {r:.2f}× | {w.get('p99') or 'n/a'} | "
             f"{d.get('p99') or 'n/a'} | {w.get('cpu_us', 0):.1f} |")
+    goals = {"GET/SET 3 B, pipeline 16": 0.8, "GET/SET 3 B, pipeline 1": 0.7}
+    verdicts = []
+    for row in results["rows"]:
+        goal = goals.get(row["name"])
+        r = ratio(row.get("walnut", {}).get("rps"), row.get("direct", {}).get("rps"))
+        if goal and r:
+            verdicts.append(f"{row['name']}: {r:.2f}× against ≥ {goal}× ({'met' if r >= goal else 'missed'})")
+    if verdicts:
+        lines += ["", "Against the targets: " + "; ".join(verdicts) + "."]
     dip = results.get("dip")
     if dip and "na" not in dip:
         lines += ["", "During `redis-cli --cluster reshard … --cluster-slots 3000` between two masters, under "
