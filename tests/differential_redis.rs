@@ -1589,32 +1589,35 @@ fn documented_client_select_echo_and_hello() {
 #[test]
 fn documented_blocking_transaction_pubsub_and_admin_refusals() {
     let fx = three_server_fixture();
-    let blocking = |name: &str| {
-        open(format!(
-            "-ERR command '{name}' is not supported by walnut: blocking commands would stall a shared backend connection\r\n"
-        ))
-    };
     let admin = |name: &str| {
         open(format!(
             "-ERR command '{name}' is not supported by walnut\r\n"
         ))
     };
     let cases = vec![
+        // Blocking commands run on dedicated connections (issue 21): with data waiting they
+        // answer at once, as Redis does.
         Case::new("BLPOP", PLAIN)
+            .seed(&[&["RPUSH", "l", "x"]])
             .send(&[&["BLPOP", "l", "0"]])
-            .differs(silently_closed(), blocking("blpop")),
+            .differs(silently_closed(), open("*2\r\n$1\r\nl\r\n$1\r\nx\r\n")),
         Case::new("BRPOP", PLAIN)
+            .seed(&[&["RPUSH", "l", "x"]])
             .send(&[&["brpop", "l", "0"]])
-            .differs(silently_closed(), blocking("brpop")),
+            .differs(silently_closed(), open("*2\r\n$1\r\nl\r\n$1\r\nx\r\n")),
         Case::new("BLMOVE", PLAIN)
-            .send(&[&["BLMOVE", "a", "b", "LEFT", "RIGHT", "0"]])
-            .differs(silently_closed(), blocking("blmove")),
+            .seed(&[&["RPUSH", "a", "v"]])
+            .send(&[&["BLMOVE", "a", "a", "LEFT", "RIGHT", "0"]])
+            .differs(silently_closed(), open("$1\r\nv\r\n")),
         Case::new("BZPOPMIN", PLAIN)
+            .seed(&[&["ZADD", "z", "1", "m"]])
             .send(&[&["BZPOPMIN", "z", "0"]])
-            .differs(silently_closed(), blocking("bzpopmin")),
+            .differs(silently_closed(), open("*3\r\n$1\r\nz\r\n$1\r\nm\r\n$1\r\n1\r\n")),
+        // Nothing to read (twemproxy has no XADD to seed a stream): a nil array once the
+        // 1 ms BLOCK ends.
         Case::new("XREAD with BLOCK", PLAIN)
-            .send(&[&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]])
-            .differs(silently_closed(), blocking("xread")),
+            .send(&[&["XREAD", "BLOCK", "1", "STREAMS", "nostream", "0"]])
+            .differs(silently_closed(), open("*-1\r\n")),
         Case::new("MULTI", PLAIN)
             .send(&[&["MULTI"]])
             .differs(silently_closed(), open("-ERR command 'multi' is not supported by walnut: transactions would stall a shared backend connection\r\n")),
@@ -1635,6 +1638,7 @@ fn documented_blocking_transaction_pubsub_and_admin_refusals() {
                 open("-ERR command 'flushall' is not supported by walnut\r\n$1\r\n1\r\n"),
             ),
         Case::new("refusals in a pipeline keep the connection open", PLAIN)
+            .seed(&[&["RPUSH", "l", "x"]])
             .send(&[
                 &["SET", "k", "v"],
                 &["BLPOP", "l", "0"],
@@ -1647,7 +1651,7 @@ fn documented_blocking_transaction_pubsub_and_admin_refusals() {
                 silently_closed(),
                 open(
                     "+OK\r\n\
-                     -ERR command 'blpop' is not supported by walnut: blocking commands would stall a shared backend connection\r\n\
+                     *2\r\n$1\r\nl\r\n$1\r\nx\r\n\
                      $1\r\nv\r\n\
                      -ERR command 'multi' is not supported by walnut: transactions would stall a shared backend connection\r\n\
                      -ERR command 'keys' is not supported by walnut\r\n\

@@ -54,7 +54,9 @@ impl User {
             _ if self.commands == CommandClass::All => true,
             _ if is_read_only(spec.name) => true,
             Handling::Route(Keys::Placeholder) => false,
-            Handling::Route(_) | Handling::Split(_) => self.commands == CommandClass::ReadWrite,
+            Handling::Route(_) | Handling::Split(_) | Handling::Block(_) => {
+                self.commands == CommandClass::ReadWrite
+            }
             Handling::Refuse(_) => false,
         }
     }

@@ -95,6 +95,8 @@ pub struct PoolConfig {
     pub preconnect: bool,
     pub auto_eject_hosts: bool,
     pub server_connections: u32,
+    /// walnut: dedicated connections per server for blocking commands (default 64).
+    pub dedicated_connections: u32,
     pub server_retry_timeout_ms: u64,
     pub server_failure_limit: u32,
     /// walnut: `hash: server_name` + `distribution: server_name`: a key's routing part (its

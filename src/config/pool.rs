@@ -22,6 +22,8 @@ pub(crate) mod defaults {
     pub const CLIENT_CONNECTIONS: u32 = 0;
     pub const REDIS_DB: u32 = 0;
     pub const SERVER_CONNECTIONS: u32 = 1;
+    /// walnut: dedicated connections (blocking commands) per server.
+    pub const DEDICATED_CONNECTIONS: u32 = 64;
     pub const SERVER_RETRY_TIMEOUT_MS: u64 = 30_000;
     pub const SERVER_FAILURE_LIMIT: u32 = 2;
 }
@@ -43,6 +45,7 @@ enum Directive {
     Preconnect,
     AutoEjectHosts,
     ServerConnections,
+    DedicatedConnections,
     ServerRetryTimeout,
     ServerFailureLimit,
     EjectPolicy,
@@ -61,7 +64,7 @@ enum Directive {
 /// twemproxy's `conf_commands`, plus `reuseport` (added after 0.5.0), plus walnut's own
 /// `eject_policy`, `health_probe`, and its nested directives (`yaml::TREE_DIRECTIVES`).
 /// Case-sensitive.
-const DIRECTIVES: [(&str, Directive); 28] = [
+const DIRECTIVES: [(&str, Directive); 29] = [
     ("listen", Directive::Listen),
     ("hash", Directive::Hash),
     ("hash_tag", Directive::HashTag),
@@ -77,6 +80,7 @@ const DIRECTIVES: [(&str, Directive); 28] = [
     ("preconnect", Directive::Preconnect),
     ("auto_eject_hosts", Directive::AutoEjectHosts),
     ("server_connections", Directive::ServerConnections),
+    ("dedicated_connections", Directive::DedicatedConnections),
     ("server_retry_timeout", Directive::ServerRetryTimeout),
     ("server_failure_limit", Directive::ServerFailureLimit),
     ("eject_policy", Directive::EjectPolicy),
@@ -91,6 +95,9 @@ const DIRECTIVES: [(&str, Directive); 28] = [
     ("server_tls", Directive::ServerTls),
     ("servers", Directive::Servers),
 ];
+
+/// The most dedicated connections a pool may keep per server.
+const MAX_DEDICATED_CONNECTIONS: u32 = 10_000;
 
 /// The walnut value of `hash` and `distribution` that routes a key to the server it names.
 const SERVER_NAME: &str = "server_name";
@@ -174,6 +181,7 @@ struct Settings {
     preconnect: Option<bool>,
     auto_eject_hosts: Option<bool>,
     server_connections: Option<u32>,
+    dedicated_connections: Option<u32>,
     server_retry_timeout: Option<u32>,
     server_failure_limit: Option<u32>,
     eject_policy: Option<EjectPolicy>,
@@ -245,6 +253,7 @@ impl Settings {
             Directive::ClientConnections => self.client_connections = Some(number(value)?),
             Directive::RedisDb => self.redis_db = Some(number(value)?),
             Directive::ServerConnections => self.server_connections = Some(number(value)?),
+            Directive::DedicatedConnections => self.dedicated_connections = Some(number(value)?),
             Directive::ServerRetryTimeout => self.server_retry_timeout = Some(number(value)?),
             Directive::ServerFailureLimit => self.server_failure_limit = Some(number(value)?),
             Directive::Redis => self.redis = Some(boolean(value)?),
@@ -461,6 +470,13 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
             "conf: pool '{pool}': directive \"listen:\" is missing"
         ));
     }
+    if s.dedicated_connections
+        .is_some_and(|n| n == 0 || n > MAX_DEDICATED_CONNECTIONS)
+    {
+        err(format!(
+            "conf: pool '{pool}': directive \"dedicated_connections:\" must be between 1 and {MAX_DEDICATED_CONNECTIONS}"
+        ));
+    }
     if s.server_connections == Some(0) {
         err(format!(
             "conf: pool '{pool}': directive \"server_connections:\" cannot be 0"
@@ -581,6 +597,9 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
             preconnect: s.preconnect.unwrap_or(false),
             auto_eject_hosts: s.auto_eject_hosts.unwrap_or(false),
             server_connections: s.server_connections.unwrap_or(defaults::SERVER_CONNECTIONS),
+            dedicated_connections: s
+                .dedicated_connections
+                .unwrap_or(defaults::DEDICATED_CONNECTIONS),
             server_retry_timeout_ms: s
                 .server_retry_timeout
                 .map_or(defaults::SERVER_RETRY_TIMEOUT_MS, u64::from),

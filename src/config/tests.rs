@@ -685,3 +685,21 @@ fn sentinel_pools() {
         ]
     );
 }
+
+#[test]
+fn dedicated_connections_defaults_to_64_and_is_bounded() {
+    let base = "s:\n  listen: 127.0.0.1:22121\n  redis: true\n  servers:\n   - 127.0.0.1:6379:1\n";
+    assert_eq!(ok(base).pools[0].dedicated_connections, 64);
+    let set = base.replace("  servers:", "  dedicated_connections: 8\n  servers:");
+    assert_eq!(ok(&set).pools[0].dedicated_connections, 8);
+    for bad in ["0", "10001"] {
+        let text = base.replace(
+            "  servers:",
+            &format!("  dedicated_connections: {bad}\n  servers:"),
+        );
+        assert_eq!(
+            errors(&text),
+            [r#"conf: pool 's': directive "dedicated_connections:" must be between 1 and 10000"#]
+        );
+    }
+}

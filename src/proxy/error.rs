@@ -41,6 +41,11 @@ pub enum BackendError {
     /// walnut: a Sentinel pool's server is not (or no longer) a master.
     #[error("the server is not a master")]
     NotMaster,
+    /// walnut: a blocking command found every dedicated connection of its server in use.
+    #[error(
+        "server '{server}' has all {limit} dedicated connections in use (dedicated_connections)"
+    )]
+    DedicatedExhausted { server: String, limit: usize },
     /// Any other OS error, with its `strerror` text.
     #[error("{0}")]
     Os(String),

@@ -30,6 +30,8 @@ pub struct Server {
     pub info: Arc<ServerInfo>,
     /// Connection `i` runs on worker `placement.first_worker + i` (mod the worker count).
     connections: Vec<mpsc::UnboundedSender<BackendRequest>>,
+    /// Connections of its own for each blocking command.
+    pub dedicated: Arc<super::dedicated::Dedicated>,
     placement: Placement,
 }
 
@@ -868,6 +870,10 @@ fn new_server_with_stats(
         cluster: config.redis_cluster,
         sentinel: !config.sentinels.is_empty() && !server.pname.ends_with("(replica)"),
     });
+    let dedicated = Arc::new(super::dedicated::Dedicated::new(
+        info.clone(),
+        config.dedicated_connections.max(1) as usize,
+    ));
     let connections = (0..config.server_connections.max(1) as usize)
         .map(|i| {
             let worker = placement.first_worker + i;
@@ -877,6 +883,7 @@ fn new_server_with_stats(
     Arc::new(Server {
         info,
         connections,
+        dedicated,
         placement,
     })
 }

@@ -157,6 +157,7 @@ impl RedisProtocol {
                 forward_same_server(core, snapshot, &request, keys)
             }
             Dispatch::Split { kind } => split(core, snapshot, kind, &request),
+            Dispatch::Block { keys, wait } => block(core, snapshot, &request, keys, wait),
             Dispatch::SetClientName { name } => {
                 // An empty name clears it, as in Redis.
                 self.client_name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
@@ -177,7 +178,10 @@ impl RedisProtocol {
 fn forwards(decision: &Dispatch<'_>) -> bool {
     matches!(
         decision,
-        Dispatch::Forward { .. } | Dispatch::ForwardSameServer { .. } | Dispatch::Split { .. }
+        Dispatch::Forward { .. }
+            | Dispatch::ForwardSameServer { .. }
+            | Dispatch::Split { .. }
+            | Dispatch::Block { .. }
     )
 }
 
@@ -205,7 +209,7 @@ impl RedisProtocol {
         }
         let allowed = match *decision {
             Dispatch::Forward { key } => user.may_access(key),
-            Dispatch::ForwardSameServer { keys } => request
+            Dispatch::ForwardSameServer { keys } | Dispatch::Block { keys, .. } => request
                 .args()
                 .enumerate()
                 .filter(|&(i, _)| is_key_position(keys, i))
@@ -297,6 +301,43 @@ fn sentinel_read(core: &mut Core, snapshot: &PoolSnapshot, key: &[u8], frame: By
 const CROSSSLOT: &[u8] = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n";
 
 /// Forwards a multi-key request whole when every key maps to one server.
+/// A blocking command: all its keys on one server (one slot in a cluster pool), else
+/// Redis's `-CROSSSLOT`; then a dedicated connection there.
+fn block(
+    core: &mut Core,
+    snapshot: &PoolSnapshot,
+    request: &Request,
+    keys: KeyRanges,
+    wait: dispatch::BlockFor,
+) {
+    let keys: Vec<&[u8]> = request
+        .args()
+        .enumerate()
+        .filter(|&(i, _)| is_key_position(keys, i))
+        .map(|(_, key)| key)
+        .collect();
+    let Some((first, rest)) = keys.split_first() else {
+        return core.push_error(&BackendError::ConnectionRefused);
+    };
+    let same = if snapshot.config.redis_cluster {
+        let slot = crate::cluster::slot::key_slot(first);
+        rest.iter()
+            .all(|key| crate::cluster::slot::key_slot(key) == slot)
+    } else {
+        let target = route(snapshot, first).ok();
+        rest.iter().all(|key| route(snapshot, key).ok() == target)
+    };
+    if !same {
+        return core.push_ready(Bytes::from_static(CROSSSLOT));
+    }
+    let wait = match wait {
+        dispatch::BlockFor::Forever => None,
+        dispatch::BlockFor::For(wait) => Some(wait),
+    };
+    let server = route(snapshot, first);
+    core.forward_blocking(snapshot, server, request.frame().clone(), wait);
+}
+
 fn forward_same_server(
     core: &mut Core,
     snapshot: &PoolSnapshot,

@@ -34,6 +34,8 @@ const MAX_PENDING_REQUESTS: usize = 4096;
 /// Reply bytes waiting to be written before walnut stops decoding and reading from the client.
 const MAX_PENDING_OUTPUT: usize = 32 * 1024 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
+/// What walnut reads from a client behind its blocked command before it stops reading.
+const BLOCKED_INPUT_LIMIT: usize = 1024 * 1024;
 /// A read buffer at least this large is reused whole for the next frame.
 const LARGE_INPUT: usize = 64 * 1024;
 /// At the drain deadline, how much of what a client sent but walnut never read is read to
@@ -143,12 +145,21 @@ pub struct Core {
     stats: Arc<PoolStats>,
     error_reply: fn(&BackendError) -> Bytes,
     pub closing: Option<Closing>,
+    /// The slot of a blocking command still waiting: nothing after it is decoded until it
+    /// is answered, as Redis runs nothing of a connection's behind a blocked command.
+    blocked_on: Option<u64>,
 }
 
 impl Core {
     /// True while the client is within its bounds: requests in flight and reply bytes
     /// waiting to be written.
     pub fn has_room(&self) -> bool {
+        self.blocked_on.is_none() && self.within_bounds()
+    }
+
+    /// Requests in flight and reply bytes waiting are within their bounds (a blocked client
+    /// is still read from, so that walnut sees it leave).
+    fn within_bounds(&self) -> bool {
         self.slots.len() < MAX_PENDING_REQUESTS
             && self.unwritten + self.ready_bytes < MAX_PENDING_OUTPUT
     }
@@ -279,6 +290,39 @@ impl Core {
         }
     }
 
+    /// Runs the blocking command `frame` on a dedicated connection of `server` (or answers why
+    /// there is none), reserves its slot, and decodes nothing more until it is answered.
+    /// `wait` is how long the command itself may block; walnut waits that plus the pool's
+    /// `timeout` (1 s without one) for the reply.
+    pub fn forward_blocking(
+        &mut self,
+        snapshot: &PoolSnapshot,
+        server: Result<usize, BackendError>,
+        frame: Bytes,
+        wait: Option<Duration>,
+    ) {
+        let server = match server.and_then(|index| target(snapshot, index)) {
+            Ok(server) => server.clone(),
+            Err(err) => return self.push_error(&err),
+        };
+        let margin = Duration::from_millis(snapshot.config.timeout_ms.unwrap_or(1000));
+        let seq = self.next_seq();
+        let request = super::dedicated::BlockingRequest {
+            frame,
+            reply_to: ReplyTo {
+                tx: Some(self.reply_sender()),
+                seq,
+                part: 0,
+                client: self.id,
+                worker: self.worker,
+            },
+            deadline: wait.map(|wait| self.batch_arrived + wait + margin),
+        };
+        server.dedicated.spawn(request);
+        self.push_slot(SlotState::Waiting);
+        self.blocked_on = Some(seq);
+    }
+
     /// Sends each `(server, frame)` part and reserves one slot that `merger` completes.
     pub fn forward_split(
         &mut self,
@@ -335,6 +379,9 @@ impl Core {
     }
 
     fn accept_reply(&mut self, reply: ClientReply) {
+        if self.blocked_on == Some(reply.seq) {
+            self.blocked_on = None;
+        }
         let Some(index) = reply.seq.checked_sub(self.front_seq) else {
             return;
         };
@@ -479,6 +526,7 @@ pub async fn serve_client<P: Protocol>(
         stats: pool.stats.clone(),
         error_reply: P::error_reply,
         closing: None,
+        blocked_on: None,
     };
     // A read or write error ends the session as a client error (twemproxy's `client_err`).
     let mut failed = false;
@@ -520,8 +568,11 @@ pub async fn serve_client<P: Protocol>(
             idle.arm();
         }
         reuse_input(&mut input, large_input);
-        // A client that does not read its replies is not read from either.
-        let may_read = core.closing.is_none() && core.has_room();
+        // A client that does not read its replies is not read from either. A blocked one is,
+        // up to a bound, so that its leaving is seen.
+        let may_read = core.closing.is_none()
+            && core.within_bounds()
+            && (core.blocked_on.is_none() || input.len() < BLOCKED_INPUT_LIMIT);
         // TLS records of replies already handed over, still waiting for room in the socket.
         let tls_pending = writer.has_pending();
         tokio::select! {
@@ -562,6 +613,9 @@ pub async fn serve_client<P: Protocol>(
             }
             read = read_into(&mut reader, &mut input), if may_read => {
                 match read {
+                    // Redis drops a client that leaves while blocked, and so does walnut:
+                    // its dedicated connection closes as the reply channel goes.
+                    Ok(0) if core.blocked_on.is_some() => break,
                     Ok(0) => core.closing = Some(Closing::Eof),
                     Ok(_) => {
                         if let Some(draining) = &mut draining {

@@ -173,7 +173,21 @@ const POOL_FIGURES: [(&str, Option<Unit>, MetricType, &str, PoolFigure); 18] = [
     ),
 ];
 
-const SERVER_FIGURES: [(&str, Option<Unit>, MetricType, &str, ServerFigure); 12] = [
+const SERVER_FIGURES: [(&str, Option<Unit>, MetricType, &str, ServerFigure); 14] = [
+    (
+        "walnut_server_dedicated_connections",
+        None,
+        MetricType::Gauge,
+        "Dedicated connections (blocking commands) open now, idle or in use.",
+        |s| s.dedicated_connections.get(),
+    ),
+    (
+        "walnut_server_dedicated_idle_connections",
+        None,
+        MetricType::Gauge,
+        "Dedicated connections idle now, ready for the next blocking command.",
+        |s| s.dedicated_idle.get(),
+    ),
     (
         "walnut_server_eof",
         None,

@@ -506,3 +506,22 @@ pub fn pool_metric(metrics_port: u16, name: &str, pool: &str) -> u64 {
 pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
+
+/// Runs a Python `script` with `args` (`sys.argv[1:]`), asserts it succeeded, and returns
+/// what it printed, trimmed.
+#[allow(dead_code)]
+pub fn run_python(what: &str, script: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -96,6 +96,20 @@ pub enum Refusal {
     Unsupported,
 }
 
+/// Where a blocking command's keys and timeout are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockKeys {
+    /// `BLPOP key [key …] timeout`: every argument but the last is a key; the timeout, in
+    /// seconds, is last (BLPOP, BRPOP, BZPOPMIN, BZPOPMAX).
+    ThenTimeout,
+    /// `BLMOVE source destination … timeout`: two keys, the timeout last (BLMOVE,
+    /// BRPOPLPUSH).
+    TwoThenTimeout,
+    /// `BLMPOP timeout numkeys key …`: the timeout first, then numkeys and the keys (BLMPOP,
+    /// BZMPOP).
+    TimeoutNumkeys,
+}
+
 /// What walnut does with a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Handling {
@@ -104,6 +118,8 @@ pub enum Handling {
     /// Keys from argument 1 (pairs for MSET): forwarded whole when there is one, split per
     /// server otherwise.
     Split(SplitKind),
+    /// A blocking command: forwarded whole, on a dedicated connection of its keys' server.
+    Block(BlockKeys),
     Answer(Local),
     Refuse(Refusal),
 }
@@ -143,7 +159,8 @@ const fn sub(name: &'static str, arity: Arity, keys: Keys) -> Subcommand {
 }
 
 use Arity::*;
-use Handling::{Answer, Refuse, Route, Split};
+use BlockKeys::*;
+use Handling::{Answer, Block, Refuse, Route, Split};
 use Keys::*;
 use Local::*;
 use Refusal::*;
@@ -194,14 +211,14 @@ pub static COMMANDS: [CommandSpec; 250] = [
     new("BITFIELD_RO", AtLeast(2), KEY),
     new("BITOP", AtLeast(4), Route(ToEnd { first: 2, step: 1 })),
     tw("BITPOS", Argn, KEY),
-    new("BLMOVE", ANY, Refuse(Blocking)),
-    new("BLMPOP", ANY, Refuse(Blocking)),
-    new("BLPOP", ANY, Refuse(Blocking)),
-    new("BRPOP", ANY, Refuse(Blocking)),
-    new("BRPOPLPUSH", ANY, Refuse(Blocking)),
-    new("BZMPOP", ANY, Refuse(Blocking)),
-    new("BZPOPMAX", ANY, Refuse(Blocking)),
-    new("BZPOPMIN", ANY, Refuse(Blocking)),
+    new("BLMOVE", Exact(6), Block(TwoThenTimeout)),
+    new("BLMPOP", AtLeast(5), Block(TimeoutNumkeys)),
+    new("BLPOP", AtLeast(3), Block(ThenTimeout)),
+    new("BRPOP", AtLeast(3), Block(ThenTimeout)),
+    new("BRPOPLPUSH", Exact(4), Block(TwoThenTimeout)),
+    new("BZMPOP", AtLeast(5), Block(TimeoutNumkeys)),
+    new("BZPOPMAX", AtLeast(3), Block(ThenTimeout)),
+    new("BZPOPMIN", AtLeast(3), Block(ThenTimeout)),
     new("CLIENT", AtLeast(2), Answer(Client)),
     new("CLUSTER", ANY, Refuse(Unsupported)),
     tw("COMMAND", Argz, PLACEHOLDER),

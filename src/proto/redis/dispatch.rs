@@ -4,7 +4,9 @@
 //! `docs/COMMANDS.md` and `docs/COMPATIBILITY.md` can list them all. Where Redis itself would
 //! answer a malformed request (a bad numkeys, an unknown subcommand), the text is Redis's.
 
-use super::command::{self, CommandSpec, Handling, Keys, Local, Refusal, Subcommand};
+use std::time::Duration;
+
+use super::command::{self, BlockKeys, CommandSpec, Handling, Keys, Local, Refusal, Subcommand};
 use super::request::Request;
 
 /// The key twemproxy routes key-less forwarded commands (`COMMAND`, `LOLWUT`) by.
@@ -76,6 +78,9 @@ pub enum Dispatch<'a> {
     ForwardSameServer { keys: KeyRanges },
     /// Split per server, send the parts in parallel, merge the replies.
     Split { kind: SplitKind },
+    /// A blocking command, forwarded whole on a dedicated connection of the one server its
+    /// keys map to, for as long as its own timeout says.
+    Block { keys: KeyRanges, wait: BlockFor },
     /// Answer locally with these bytes.
     Reply(Vec<u8>),
     /// `AUTH [username] <password>`: checked against the pool's `users`, else its
@@ -90,6 +95,44 @@ pub enum Dispatch<'a> {
     GetClientName,
     /// `QUIT`: write pending replies, then close.
     Quit,
+}
+
+/// How long a blocking command may block, read from its own timeout argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockFor {
+    /// A `0` timeout: until something arrives.
+    Forever,
+    /// At most this long. A timeout Redis refuses (negative, not a number) is `ZERO`: Redis
+    /// answers it at once with its own error.
+    For(Duration),
+}
+
+impl BlockFor {
+    /// The longest timeout taken as given (about 31 years); Redis refuses larger ones anyway.
+    const MAX_SECONDS: f64 = 1e9;
+
+    /// A timeout in seconds, fractions allowed (BLPOP, BLMOVE, BZMPOP, …).
+    pub fn seconds(arg: &[u8]) -> BlockFor {
+        match std::str::from_utf8(arg)
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+        {
+            Some(0.0) => BlockFor::Forever,
+            Some(s) if s.is_finite() && s > 0.0 => {
+                BlockFor::For(Duration::from_secs_f64(s.min(Self::MAX_SECONDS)))
+            }
+            _ => BlockFor::For(Duration::ZERO),
+        }
+    }
+
+    /// A timeout in milliseconds (XREAD's `BLOCK`).
+    pub fn millis(arg: &[u8]) -> BlockFor {
+        match parse_integer(arg) {
+            Some(0) => BlockFor::Forever,
+            Some(ms) if ms > 0 => BlockFor::For(Duration::from_millis(ms as u64)),
+            _ => BlockFor::For(Duration::ZERO),
+        }
+    }
 }
 
 /// `-ERR …\r\n` for a walnut-generated error.
@@ -251,6 +294,29 @@ pub fn dispatch_as<'a>(req: &'a Request, spec: Option<&'static CommandSpec>) -> 
         _ if !command::arity_ok(spec.arity, req.argc()) => wrong_arity(spec.name),
         Handling::Split(kind) => split(kind, req),
         Handling::Route(keys) => route(spec, keys, req),
+        Handling::Block(keys) => blocking(spec, keys, req),
+    }
+}
+
+/// A blocking command's keys and how long it may block.
+fn blocking<'a>(spec: &CommandSpec, keys: BlockKeys, req: &'a Request) -> Dispatch<'a> {
+    let argc = req.argc();
+    let last = req.arg(argc - 1).unwrap_or_default();
+    let (range, timeout) = match keys {
+        BlockKeys::ThenTimeout => (KeyRange::new(1, 1, argc - 1), last),
+        BlockKeys::TwoThenTimeout => (KeyRange::new(1, 1, 3), last),
+        BlockKeys::TimeoutNumkeys => match numkeys(spec, req, 2, false) {
+            Dispatch::Forward { .. } | Dispatch::ForwardSameServer { .. } => {
+                // numkeys checked it: 1 <= n <= the arguments after it.
+                let n = parse_integer(req.arg(2).unwrap_or_default()).unwrap_or(1) as usize;
+                (KeyRange::new(3, 1, 3 + n), req.arg(1).unwrap_or_default())
+            }
+            refused => return refused,
+        },
+    };
+    Dispatch::Block {
+        keys: KeyRanges::one(range),
+        wait: BlockFor::seconds(timeout),
     }
 }
 
@@ -369,7 +435,7 @@ fn route<'a>(spec: &CommandSpec, keys: Keys, req: &'a Request) -> Dispatch<'a> {
         Keys::Numkeys { at } => numkeys(spec, req, usize::from(at), false),
         Keys::DestNumkeys => numkeys(spec, req, 2, true),
         Keys::StoreOption { from } => store_option(req, usize::from(from)),
-        Keys::Streams => streams(spec, req),
+        Keys::Streams => streams(req),
         Keys::Subcommand(table) => subcommand(spec, table, req),
     }
 }
@@ -402,7 +468,7 @@ impl NumkeysRules {
                 family: "FCALL",
                 not_an_integer: "Bad number of keys provided",
             },
-            "LMPOP" | "ZMPOP" => NumkeysRules::Pop,
+            "LMPOP" | "ZMPOP" | "BLMPOP" | "BZMPOP" => NumkeysRules::Pop,
             "SINTERCARD" => NumkeysRules::Intercard,
             _ => NumkeysRules::SortedSet,
         }
@@ -497,9 +563,9 @@ fn store_option(req: &Request, from: usize) -> Dispatch<'_> {
 
 /// XREAD, XREADGROUP: options, then `STREAMS key [key …] id [id …]`. With `BLOCK` the
 /// command would hold the shared backend connection, so it is refused.
-fn streams<'a>(spec: &CommandSpec, req: &'a Request) -> Dispatch<'a> {
+fn streams(req: &Request) -> Dispatch<'_> {
     let argc = req.argc();
-    let mut blocking = false;
+    let mut block = None;
     let mut streams_at = None;
     let mut args = req.args().enumerate().skip(1);
     while let Some((i, arg)) = args.next() {
@@ -508,8 +574,8 @@ fn streams<'a>(spec: &CommandSpec, req: &'a Request) -> Dispatch<'a> {
             streams_at = Some(i);
             break;
         } else if is("BLOCK") {
-            blocking = true;
-            1
+            block = Some(args.next().map(|(_, ms)| ms).unwrap_or_default());
+            0
         } else if is("COUNT") || is("CLAIM") {
             1
         } else if is("GROUP") {
@@ -521,9 +587,6 @@ fn streams<'a>(spec: &CommandSpec, req: &'a Request) -> Dispatch<'a> {
             args.next();
         }
     }
-    if blocking {
-        return refusal(spec.name, Refusal::Blocking);
-    }
     let Some(at) = streams_at else {
         return reply_error(SYNTAX_ERROR);
     };
@@ -533,6 +596,12 @@ fn streams<'a>(spec: &CommandSpec, req: &'a Request) -> Dispatch<'a> {
     }
     if rest % 2 == 1 {
         return reply_error(UNBALANCED_STREAMS);
+    }
+    if let Some(ms) = block {
+        return Dispatch::Block {
+            keys: KeyRanges::one(KeyRange::new(at + 1, 1, at + 1 + rest / 2)),
+            wait: BlockFor::millis(ms),
+        };
     }
     keys_from(req, at + 1, 1, rest / 2)
 }
@@ -871,16 +940,18 @@ mod tests {
             same(&[(8, 1, 10)]),
         );
         check("XREADGROUP GROUP streams c STREAMS s >", fwd("s"));
-        let blocking = "-ERR command 'xread' is not supported by walnut: \
-                        blocking commands would stall a shared backend connection";
-        check("XREAD BLOCK 0 STREAMS s 0", reply(blocking));
-        check("xread count 1 block 10 streams s $", reply(blocking));
+        let block = |first, end, wait| Dispatch::Block {
+            keys: KeyRanges::one(KeyRange::new(first, 1, end)),
+            wait,
+        };
+        check("XREAD BLOCK 0 STREAMS s 0", block(4, 5, BlockFor::Forever));
+        check(
+            "xread count 1 block 10 streams s $",
+            block(6, 7, BlockFor::For(Duration::from_millis(10))),
+        );
         check(
             "XREADGROUP GROUP g c BLOCK 100 STREAMS s >",
-            reply(
-                "-ERR command 'xreadgroup' is not supported by walnut: \
-                 blocking commands would stall a shared backend connection",
-            ),
+            block(7, 8, BlockFor::For(Duration::from_millis(100))),
         );
         // BLOCK after STREAMS is a key.
         check("XREAD STREAMS BLOCK 0", fwd("BLOCK"));
@@ -1099,19 +1170,36 @@ mod tests {
     }
 
     #[test]
+    fn blocking_commands_name_their_keys_and_timeout() {
+        let block = |first, end, wait| Dispatch::Block {
+            keys: KeyRanges::one(KeyRange::new(first, 1, end)),
+            wait,
+        };
+        let secs = |s: f64| BlockFor::For(Duration::from_secs_f64(s));
+        check("BLPOP a b 0", block(1, 3, BlockFor::Forever));
+        check("brpop a 1.5", block(1, 2, secs(1.5)));
+        check("BZPOPMIN z 2", block(1, 2, secs(2.0)));
+        check("BRPOPLPUSH s d 3", block(1, 3, secs(3.0)));
+        check("BLMOVE s d LEFT RIGHT 0", block(1, 3, BlockFor::Forever));
+        check("BLMPOP 0.1 2 a b LEFT", block(3, 5, secs(0.1)));
+        check("BZMPOP 1 1 z MIN", block(3, 4, secs(1.0)));
+        // A timeout Redis refuses is sent on for Redis's own error, with no wait.
+        check("BLPOP a -1", block(1, 2, BlockFor::For(Duration::ZERO)));
+        check("BLPOP a soon", block(1, 2, BlockFor::For(Duration::ZERO)));
+        // Arity and numkeys are checked as for the non-blocking forms.
+        check(
+            "BLPOP a",
+            reply("-ERR wrong number of arguments for 'blpop' command"),
+        );
+        check(
+            "BLMPOP 0 0 a LEFT",
+            reply("-ERR numkeys should be greater than 0"),
+        );
+    }
+
+    #[test]
     fn refused_commands() {
-        for name in [
-            "BLPOP",
-            "BRPOP",
-            "BRPOPLPUSH",
-            "BLMOVE",
-            "BLMPOP",
-            "BZPOPMIN",
-            "BZPOPMAX",
-            "BZMPOP",
-            "WAIT",
-            "WAITAOF",
-        ] {
+        for name in ["WAIT", "WAITAOF"] {
             let lower = name.to_ascii_lowercase();
             check(
                 &format!("{name} k 0"),

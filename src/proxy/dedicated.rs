@@ -1,0 +1,263 @@
+//! Dedicated backend connections: a blocking command (BLPOP, BLMOVE, XREAD BLOCK, …) runs on
+//! a connection of its own, so it never stalls the shared, pipelined connection of its server.
+//!
+//! Each server keeps a small set of idle dedicated connections, opened on demand (each
+//! authenticated and with its database selected, by the server's handshake) and bounded by
+//! `dedicated_connections`. A connection goes back to the idle set only when it is known to be
+//! clean: it answered exactly the one command and nothing else is pending on it. It is closed
+//! instead when the command's time (its own timeout plus a margin) runs out, when the server
+//! fails, or when the client goes away while it waits. The set is guarded by a plain mutex,
+//! taken only by these commands, never on the shared path.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::backend::{ReplyTo, ServerInfo};
+use super::error::BackendError;
+use super::stream::Stream;
+use crate::proto::redis::reply::{ReplyDecoder, ReplyKind};
+
+/// The largest reply a dedicated connection reads (Redis's own `proto-max-bulk-len` is
+/// 512 MB; a popped value is one element).
+const MAX_REPLY: usize = 512 * 1024 * 1024;
+/// Idle dedicated connections kept per server beyond which a returned one is closed.
+const MAX_IDLE: usize = 16;
+
+/// A server's dedicated connections.
+#[derive(Debug)]
+pub struct Dedicated {
+    info: Arc<ServerInfo>,
+    limit: usize,
+    /// Open now: idle plus in use (the bound).
+    open: AtomicUsize,
+    idle: Mutex<Vec<Stream>>,
+}
+
+/// One blocking command for [`Dedicated::run`].
+#[derive(Debug)]
+pub struct BlockingRequest {
+    pub frame: Bytes,
+    pub reply_to: ReplyTo,
+    /// When walnut gives up on the reply: the command's own timeout plus a margin; `None`
+    /// for a command that may block forever.
+    pub deadline: Option<Instant>,
+}
+
+impl Dedicated {
+    pub fn new(info: Arc<ServerInfo>, limit: usize) -> Dedicated {
+        Dedicated {
+            info,
+            limit,
+            open: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Dedicated connections open now, idle or in use.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Runs `request` on a dedicated connection, in a task of its own, and delivers its reply.
+    pub fn spawn(self: &Arc<Self>, request: BlockingRequest) {
+        let dedicated = self.clone();
+        tokio::spawn(async move { dedicated.run(request).await });
+    }
+
+    async fn run(&self, request: BlockingRequest) {
+        let BlockingRequest {
+            frame,
+            reply_to,
+            deadline,
+        } = request;
+        let stats = &self.info.stats;
+        let bytes = frame.len() as u64;
+        stats.enqueue(bytes);
+        let mut stream = match self.take().await {
+            Ok(stream) => stream,
+            Err(err) => {
+                stats.unqueued(bytes);
+                return reply_to.deliver(Err(err));
+            }
+        };
+        let Some(client) = reply_to.tx.clone() else {
+            stats.unqueued(bytes);
+            return self.give_back(stream);
+        };
+        let sent_at = Instant::now();
+        let mut sent = false;
+        let exchange = async {
+            let (mut reader, mut writer) = stream.split();
+            write_all(&mut writer, &frame).await?;
+            sent = true;
+            stats.sent(bytes);
+            let mut input = BytesMut::new();
+            let mut decoder = ReplyDecoder::new(MAX_REPLY);
+            let reply = read_reply(&mut reader, &mut decoder, &mut input).await?;
+            // Anything after the one reply means the connection is not what walnut thinks.
+            Ok::<_, BackendError>((reply.frame, input.is_empty()))
+        };
+        let outcome = tokio::select! {
+            outcome = exchange => Some(outcome),
+            _ = sleep_until(deadline) => Some(Err(BackendError::TimedOut)),
+            // The client went away while it waited: nobody wants the reply.
+            _ = client.closed() => None,
+        };
+        match outcome {
+            Some(Ok((reply, clean))) => {
+                stats.replied(bytes, reply.len() as u64, sent_at.elapsed());
+                self.info.health.record_success();
+                reply_to.deliver(Ok(reply));
+                if clean {
+                    return self.give_back(stream);
+                }
+            }
+            Some(Err(err)) => {
+                if sent {
+                    stats.abandoned(bytes);
+                } else {
+                    stats.unqueued(bytes);
+                }
+                reply_to.deliver(Err(err));
+            }
+            None if sent => stats.abandoned(bytes),
+            None => stats.unqueued(bytes),
+        }
+        self.discard(stream);
+    }
+
+    /// An idle connection, or a new one if the bound allows.
+    async fn take(&self) -> Result<Stream, BackendError> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        if let Some(stream) = idle {
+            self.info.stats.dedicated_idle.dec();
+            return Ok(stream);
+        }
+        let reserved = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < self.limit).then_some(open + 1)
+            });
+        if reserved.is_err() {
+            return Err(BackendError::DedicatedExhausted {
+                server: self.info.name.clone(),
+                limit: self.limit,
+            });
+        }
+        self.info.stats.dedicated_connections.inc();
+        match self.connect().await {
+            Ok(stream) => Ok(stream),
+            Err(err) => {
+                self.closed_one();
+                self.info.owner.server_failed(&self.info, &err);
+                Err(err)
+            }
+        }
+    }
+
+    /// A new connection, through the server's handshake (AUTH, SELECT, READONLY, ROLE).
+    async fn connect(&self) -> Result<Stream, BackendError> {
+        let tls = self.info.server_tls();
+        let mut stream = super::stream::connect(&self.info.addr, tls.as_deref()).await?;
+        let handshake = self.info.handshake.load_full();
+        if handshake.is_empty() {
+            return Ok(stream);
+        }
+        let (mut reader, mut writer) = stream.split();
+        let mut out = Vec::new();
+        for (_, frame) in handshake.iter() {
+            out.extend_from_slice(frame);
+        }
+        write_all(&mut writer, &out).await?;
+        let mut input = BytesMut::new();
+        let mut decoder = ReplyDecoder::new(MAX_REPLY);
+        for (label, _) in handshake.iter() {
+            let reply = read_reply(&mut reader, &mut decoder, &mut input).await?;
+            if *label == "ROLE" && !reply.frame.starts_with(b"*3\r\n$6\r\nmaster\r\n") {
+                return Err(BackendError::NotMaster);
+            }
+            if reply.kind == ReplyKind::Error {
+                let text = String::from_utf8_lossy(reply.frame.trim_ascii_end()).into_owned();
+                warn!(
+                    "pool '{}': server '{}' refused walnut's {label} on a dedicated connection: {text}",
+                    self.info.pool_name, self.info.name
+                );
+                if *label == "AUTH" {
+                    return Err(BackendError::AuthRefused(text));
+                }
+            }
+        }
+        Ok(stream)
+    }
+
+    fn give_back(&self, stream: Stream) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(stream);
+            self.info.stats.dedicated_idle.inc();
+            return;
+        }
+        drop(idle);
+        self.discard(stream);
+    }
+
+    fn discard(&self, stream: Stream) {
+        drop(stream);
+        self.closed_one();
+    }
+
+    fn closed_one(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.info.stats.dedicated_connections.dec();
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_all(
+    writer: &mut super::stream::WriteHalf<'_>,
+    bytes: &[u8],
+) -> Result<(), BackendError> {
+    writer
+        .write_all(bytes)
+        .await
+        .map_err(|e| BackendError::from_io(&e))?;
+    writer.flush().await.map_err(|e| BackendError::from_io(&e))
+}
+
+async fn read_reply(
+    reader: &mut super::stream::ReadHalf<'_>,
+    decoder: &mut ReplyDecoder,
+    input: &mut BytesMut,
+) -> Result<crate::proto::redis::reply::Reply, BackendError> {
+    loop {
+        match decoder.decode(input) {
+            Ok(Some(reply)) => return Ok(reply),
+            Ok(None) => {}
+            Err(_) => return Err(BackendError::InvalidReply),
+        }
+        input.reserve(16 * 1024);
+        match reader.read_buf(input).await {
+            Ok(0) => return Err(BackendError::ConnectionReset),
+            Ok(_) => {}
+            Err(err) => return Err(BackendError::from_io(&err)),
+        }
+    }
+}
