@@ -300,7 +300,53 @@ fn sentinel_read(core: &mut Core, snapshot: &PoolSnapshot, key: &[u8], frame: By
 /// Redis Cluster's refusal of keys in different slots.
 const CROSSSLOT: &[u8] = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n";
 
-/// Forwards a multi-key request whole when every key maps to one server.
+/// Why the keys of a request that must go whole have no one server.
+enum Spread {
+    /// A cluster pool: the keys are in different slots (Redis refuses them even on one node).
+    Slots,
+    /// The keys map to different servers.
+    Servers,
+    /// A key has no server to go to.
+    Failed(BackendError),
+}
+
+/// The one server every key of `request` at `keys` maps to.
+fn one_server(
+    snapshot: &PoolSnapshot,
+    request: &Request,
+    keys: KeyRanges,
+) -> Result<usize, Spread> {
+    // One walk over the arguments: `Request::arg(i)` walks from the start for i >= 3.
+    let key_args = || {
+        request
+            .args()
+            .enumerate()
+            .filter(move |&(i, _)| is_key_position(keys, i))
+            .map(|(_, key)| key)
+    };
+    if snapshot.config.redis_cluster {
+        let mut slots = key_args().map(crate::cluster::slot::key_slot);
+        let first = slots.next();
+        if slots.any(|slot| Some(slot) != first) {
+            return Err(Spread::Slots);
+        }
+    }
+    let mut servers = key_args().map(|key| route(snapshot, key));
+    let target = match servers.next() {
+        Some(Ok(target)) => target,
+        Some(Err(err)) => return Err(Spread::Failed(err)),
+        None => return Err(Spread::Failed(BackendError::ConnectionRefused)),
+    };
+    for server in servers {
+        match server {
+            Ok(server) if server == target => {}
+            Ok(_) => return Err(Spread::Servers),
+            Err(err) => return Err(Spread::Failed(err)),
+        }
+    }
+    Ok(target)
+}
+
 /// A blocking command: all its keys on one server (one slot in a cluster pool), else
 /// Redis's `-CROSSSLOT`; then a dedicated connection there.
 fn block(
@@ -310,75 +356,35 @@ fn block(
     keys: KeyRanges,
     wait: dispatch::BlockFor,
 ) {
-    let keys: Vec<&[u8]> = request
-        .args()
-        .enumerate()
-        .filter(|&(i, _)| is_key_position(keys, i))
-        .map(|(_, key)| key)
-        .collect();
-    let Some((first, rest)) = keys.split_first() else {
-        return core.push_error(&BackendError::ConnectionRefused);
+    let server = match one_server(snapshot, request, keys) {
+        Ok(server) => Ok(server),
+        Err(Spread::Slots | Spread::Servers) => {
+            return core.push_ready(Bytes::from_static(CROSSSLOT))
+        }
+        Err(Spread::Failed(err)) => Err(err),
     };
-    let same = if snapshot.config.redis_cluster {
-        let slot = crate::cluster::slot::key_slot(first);
-        rest.iter()
-            .all(|key| crate::cluster::slot::key_slot(key) == slot)
-    } else {
-        let target = route(snapshot, first).ok();
-        rest.iter().all(|key| route(snapshot, key).ok() == target)
-    };
-    if !same {
-        return core.push_ready(Bytes::from_static(CROSSSLOT));
-    }
     let wait = match wait {
         dispatch::BlockFor::Forever => None,
         dispatch::BlockFor::For(wait) => Some(wait),
     };
-    let server = route(snapshot, first);
     core.forward_blocking(snapshot, server, request.frame().clone(), wait);
 }
 
+/// Forwards a multi-key request whole when every key maps to one server.
 fn forward_same_server(
     core: &mut Core,
     snapshot: &PoolSnapshot,
     request: &Request,
     keys: KeyRanges,
 ) {
-    if snapshot.config.redis_cluster {
-        // Redis refuses keys of different slots, even on one node.
-        let mut slots = request
-            .args()
-            .enumerate()
-            .filter(|&(i, _)| is_key_position(keys, i))
-            .map(|(_, key)| crate::cluster::slot::key_slot(key));
-        let first = slots.next();
-        if slots.any(|slot| Some(slot) != first) {
-            return core.push_ready(Bytes::from_static(CROSSSLOT));
+    match one_server(snapshot, request, keys) {
+        Ok(target) => core.forward(snapshot, Ok(target), request.frame().clone()),
+        Err(Spread::Slots) => core.push_ready(Bytes::from_static(CROSSSLOT)),
+        Err(Spread::Servers) => {
+            core.push_ready(Bytes::from(dispatch::error_reply(dispatch::CROSS_SERVER)))
         }
+        Err(Spread::Failed(err)) => core.push_error(&err),
     }
-    // One walk over the arguments: `Request::arg(i)` walks from the start for i >= 3.
-    let mut servers = request
-        .args()
-        .enumerate()
-        .filter(|&(i, _)| is_key_position(keys, i))
-        .map(|(_, key)| route(snapshot, key));
-    let Some(target) = servers.next() else {
-        return core.push_error(&BackendError::ConnectionRefused);
-    };
-    let target = match target {
-        Ok(target) => target,
-        Err(err) => return core.push_error(&err),
-    };
-    for server in servers {
-        match server {
-            Ok(server) if server == target => {}
-            Ok(_) => {
-                return core.push_ready(Bytes::from(dispatch::error_reply(dispatch::CROSS_SERVER)))
-            }
-            Err(err) => return core.push_error(&err),
-        }
-    }
-    core.forward(snapshot, Ok(target), request.frame().clone());
 }
 
 /// Sends one part per server and merges their replies. A request whose keys all live on
