@@ -18,7 +18,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -226,8 +225,9 @@ async fn ask_node(
 }
 
 async fn send(writer: &mut super::stream::WriteHalf<'_>, bytes: &[u8]) -> Result<(), String> {
-    writer.write_all(bytes).await.map_err(|e| e.to_string())?;
-    writer.flush().await.map_err(|e| e.to_string())
+    super::exchange::send(writer, bytes)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn read_reply(
@@ -235,19 +235,9 @@ async fn read_reply(
     decoder: &mut ReplyDecoder,
     input: &mut BytesMut,
 ) -> Result<crate::proto::redis::reply::Reply, String> {
-    loop {
-        match decoder.decode(input) {
-            Ok(Some(reply)) => return Ok(reply),
-            Ok(None) => {}
-            Err(err) => return Err(format!("unparsable reply: {err}")),
-        }
-        input.reserve(16 * 1024);
-        match reader.read_buf(input).await {
-            Ok(0) => return Err("the node closed the connection".into()),
-            Ok(_) => {}
-            Err(err) => return Err(err.to_string()),
-        }
-    }
+    super::exchange::read_reply(reader, decoder, input, 16 * 1024)
+        .await
+        .map_err(|e| e.describe("node"))
 }
 
 /// Follows a redirect or retry reply (`reply`) that `info`'s node of `pool` gave to

@@ -13,18 +13,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::warn;
 
 use super::backend::{ReplyTo, ServerInfo};
 use super::error::BackendError;
+use super::exchange::read_reply;
 use super::stream::Stream;
 use crate::proto::redis::reply::{ReplyDecoder, ReplyKind};
 
 /// The largest reply a dedicated connection reads (Redis's own `proto-max-bulk-len` is
 /// 512 MB; a popped value is one element).
 const MAX_REPLY: usize = 512 * 1024 * 1024;
+/// How much a dedicated connection reads at a time.
+const READ_CHUNK: usize = 16 * 1024;
 /// Idle dedicated connections kept per server beyond which a returned one is closed.
 const MAX_IDLE: usize = 16;
 
@@ -58,11 +60,6 @@ impl Dedicated {
         }
     }
 
-    /// Dedicated connections open now, idle or in use.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
-    }
-
     /// Runs `request` on a dedicated connection, in a task of its own, and delivers its reply.
     pub fn spawn(self: &Arc<Self>, request: BlockingRequest) {
         let dedicated = self.clone();
@@ -93,12 +90,12 @@ impl Dedicated {
         let mut sent = false;
         let exchange = async {
             let (mut reader, mut writer) = stream.split();
-            write_all(&mut writer, &frame).await?;
+            send(&mut writer, &frame).await?;
             sent = true;
             stats.sent(bytes);
             let mut input = BytesMut::new();
             let mut decoder = ReplyDecoder::new(MAX_REPLY);
-            let reply = read_reply(&mut reader, &mut decoder, &mut input).await?;
+            let reply = read_reply(&mut reader, &mut decoder, &mut input, READ_CHUNK).await?;
             // Anything after the one reply means the connection is not what walnut thinks.
             Ok::<_, BackendError>((reply.frame, input.is_empty()))
         };
@@ -177,11 +174,11 @@ impl Dedicated {
         for (_, frame) in handshake.iter() {
             out.extend_from_slice(frame);
         }
-        write_all(&mut writer, &out).await?;
+        send(&mut writer, &out).await?;
         let mut input = BytesMut::new();
         let mut decoder = ReplyDecoder::new(MAX_REPLY);
         for (label, _) in handshake.iter() {
-            let reply = read_reply(&mut reader, &mut decoder, &mut input).await?;
+            let reply = read_reply(&mut reader, &mut decoder, &mut input, READ_CHUNK).await?;
             if *label == "ROLE" && !reply.frame.starts_with(b"*3\r\n$6\r\nmaster\r\n") {
                 return Err(BackendError::NotMaster);
             }
@@ -224,40 +221,16 @@ impl Dedicated {
     }
 }
 
+/// Writes `bytes` to a dedicated connection and flushes them.
+async fn send(writer: &mut super::stream::WriteHalf<'_>, bytes: &[u8]) -> Result<(), BackendError> {
+    super::exchange::send(writer, bytes)
+        .await
+        .map_err(|e| BackendError::from_io(&e))
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
-    }
-}
-
-async fn write_all(
-    writer: &mut super::stream::WriteHalf<'_>,
-    bytes: &[u8],
-) -> Result<(), BackendError> {
-    writer
-        .write_all(bytes)
-        .await
-        .map_err(|e| BackendError::from_io(&e))?;
-    writer.flush().await.map_err(|e| BackendError::from_io(&e))
-}
-
-async fn read_reply(
-    reader: &mut super::stream::ReadHalf<'_>,
-    decoder: &mut ReplyDecoder,
-    input: &mut BytesMut,
-) -> Result<crate::proto::redis::reply::Reply, BackendError> {
-    loop {
-        match decoder.decode(input) {
-            Ok(Some(reply)) => return Ok(reply),
-            Ok(None) => {}
-            Err(_) => return Err(BackendError::InvalidReply),
-        }
-        input.reserve(16 * 1024);
-        match reader.read_buf(input).await {
-            Ok(0) => return Err(BackendError::ConnectionReset),
-            Ok(_) => {}
-            Err(err) => return Err(BackendError::from_io(&err)),
-        }
     }
 }

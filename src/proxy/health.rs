@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::error::BackendError;
 use crate::config::ServerAddr;
@@ -127,13 +127,7 @@ async fn probe_once(
             1
         }
     };
-    writer
-        .write_all(&out)
-        .await
-        .map_err(|e| BackendError::from_io(&e))?;
-    // A TLS session may still hold the records.
-    writer
-        .flush()
+    super::exchange::send(&mut writer, &out)
         .await
         .map_err(|e| BackendError::from_io(&e))?;
     let mut input = BytesMut::with_capacity(1024);

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod dedicated;
 pub mod doorman;
 pub mod error;
+pub mod exchange;
 pub mod health;
 pub mod listener;
 pub mod memcache_client;

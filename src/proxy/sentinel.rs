@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
@@ -224,19 +224,10 @@ impl Conn {
     }
 
     async fn read(&mut self) -> Result<bytes::Bytes, String> {
-        loop {
-            match self.decoder.decode(&mut self.input) {
-                Ok(Some(reply)) => return Ok(reply.frame),
-                Ok(None) => {}
-                Err(err) => return Err(format!("unparsable reply: {err}")),
-            }
-            self.input.reserve(4096);
-            match self.stream.read_buf(&mut self.input).await {
-                Ok(0) => return Err("the sentinel closed the connection".into()),
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-        }
+        super::exchange::read_reply(&mut self.stream, &mut self.decoder, &mut self.input, 4096)
+            .await
+            .map(|reply| reply.frame)
+            .map_err(|e| e.describe("sentinel"))
     }
 }
 
