@@ -196,17 +196,10 @@ except redis.exceptions.AuthenticationError:
     pass
 print("ok")
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, &py_port.to_string()])
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "redis-py: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    assert_eq!(
+        common::run_python("redis-py", script, &[&py_port.to_string()]),
+        "ok"
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
 
 #[test]

@@ -488,17 +488,10 @@ nodes = rc.get_nodes()
 assert len(nodes) == 1 and nodes[0].port == int(sys.argv[1]), nodes
 print("ok")
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, &walnut.to_string()])
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "redis-py RedisCluster: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    assert_eq!(
+        common::run_python("redis-py RedisCluster", script, &[&walnut.to_string()]),
+        "ok"
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
 
 /// Scenario 5: a master killed with SIGKILL under traffic: errors only on its slots and only

@@ -165,18 +165,12 @@ assert replies[:500] == [True] * 500, replies[:5]
 assert replies[500:] == [f"value-{i}".encode() for i in range(500)], replies[500:505]
 print("ok", len(replies))
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, &listen.to_string()])
-        .arg(pki.path("ca.crt"))
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "redis-py: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let ca = pki.path("ca.crt");
+    let ca = ca.to_str().expect("a UTF-8 temp path");
+    assert_eq!(
+        common::run_python("redis-py", script, &[&listen.to_string(), ca]),
+        "ok 1000"
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok 1000");
     // The values went through walnut's TLS connection to the TLS-only server.
     let config = client_config(
         &pki.path("ca.crt"),
