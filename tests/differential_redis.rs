@@ -1618,12 +1618,23 @@ fn documented_blocking_transaction_pubsub_and_admin_refusals() {
         Case::new("XREAD with BLOCK", PLAIN)
             .send(&[&["XREAD", "BLOCK", "1", "STREAMS", "nostream", "0"]])
             .differs(silently_closed(), open("*-1\r\n")),
+        // Transactions run on a leased dedicated connection (issue 21).
         Case::new("MULTI", PLAIN)
-            .send(&[&["MULTI"]])
-            .differs(silently_closed(), open("-ERR command 'multi' is not supported by walnut: transactions would stall a shared backend connection\r\n")),
+            .send(&[&["MULTI"], &["SET", "{t}a", "1"], &["INCR", "{t}a"], &["EXEC"]])
+            .differs(
+                silently_closed(),
+                open("+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n:2\r\n"),
+            ),
+        // Subscriptions run on subscriber connections, with the client's own counts.
         Case::new("SUBSCRIBE", PLAIN)
-            .send(&[&["SUBSCRIBE", "c"]])
-            .differs(silently_closed(), open("-ERR command 'subscribe' is not supported by walnut: pub/sub would stall a shared backend connection\r\n")),
+            .send(&[&["SUBSCRIBE", "c", "d"], &["UNSUBSCRIBE", "c", "d"]])
+            .differs(
+                silently_closed(),
+                open(
+                    "*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nd\r\n:2\r\n\
+                     *3\r\n$11\r\nunsubscribe\r\n$1\r\nc\r\n:1\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\nd\r\n:0\r\n",
+                ),
+            ),
         Case::new("KEYS", PLAIN)
             .send(&[&["KEYS", "*"]])
             .differs(silently_closed(), admin("keys")),
@@ -1646,6 +1657,8 @@ fn documented_blocking_transaction_pubsub_and_admin_refusals() {
                 &["MULTI"],
                 &["KEYS", "*"],
                 &["GET", "k"],
+                &["EXEC"],
+                &["GET", "k"],
             ])
             .differs(
                 silently_closed(),
@@ -1653,8 +1666,10 @@ fn documented_blocking_transaction_pubsub_and_admin_refusals() {
                     "+OK\r\n\
                      *2\r\n$1\r\nl\r\n$1\r\nx\r\n\
                      $1\r\nv\r\n\
-                     -ERR command 'multi' is not supported by walnut: transactions would stall a shared backend connection\r\n\
+                     +OK\r\n\
                      -ERR command 'keys' is not supported by walnut\r\n\
+                     +QUEUED\r\n\
+                     -EXECABORT Transaction discarded because of previous errors.\r\n\
                      $1\r\nv\r\n",
                 ),
             ),

@@ -51,6 +51,9 @@ impl User {
         match spec.handling {
             // Connection commands walnut answers itself (PING, ECHO, AUTH, QUIT, CLIENT …).
             Handling::Answer(_) => true,
+            // Transactions and subscriptions change no data; what a transaction queues is
+            // checked command by command.
+            Handling::Stateful(_) => true,
             _ if self.commands == CommandClass::All => true,
             _ if is_read_only(spec.name) => true,
             Handling::Route(Keys::Placeholder) => false,

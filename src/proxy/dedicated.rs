@@ -24,9 +24,9 @@ use crate::proto::redis::reply::{ReplyDecoder, ReplyKind};
 
 /// The largest reply a dedicated connection reads (Redis's own `proto-max-bulk-len` is
 /// 512 MB; a popped value is one element).
-const MAX_REPLY: usize = 512 * 1024 * 1024;
+pub(super) const MAX_REPLY: usize = 512 * 1024 * 1024;
 /// How much a dedicated connection reads at a time.
-const READ_CHUNK: usize = 16 * 1024;
+pub(super) const READ_CHUNK: usize = 16 * 1024;
 /// Idle dedicated connections kept per server beyond which a returned one is closed.
 const MAX_IDLE: usize = 16;
 
@@ -129,7 +129,7 @@ impl Dedicated {
     }
 
     /// An idle connection, or a new one if the bound allows.
-    async fn take(&self) -> Result<Stream, BackendError> {
+    pub(super) async fn take(&self) -> Result<Stream, BackendError> {
         let idle = self
             .idle
             .lock()
@@ -196,7 +196,7 @@ impl Dedicated {
         Ok(stream)
     }
 
-    fn give_back(&self, stream: Stream) {
+    pub(super) fn give_back(&self, stream: Stream) {
         let mut idle = self
             .idle
             .lock()
@@ -210,9 +210,14 @@ impl Dedicated {
         self.discard(stream);
     }
 
-    fn discard(&self, stream: Stream) {
+    pub(super) fn discard(&self, stream: Stream) {
         drop(stream);
         self.closed_one();
+    }
+
+    /// The server these connections go to.
+    pub(super) fn info(&self) -> &Arc<ServerInfo> {
+        &self.info
     }
 
     fn closed_one(&self) {
@@ -222,13 +227,16 @@ impl Dedicated {
 }
 
 /// Writes `bytes` to a dedicated connection and flushes them.
-async fn send(writer: &mut super::stream::WriteHalf<'_>, bytes: &[u8]) -> Result<(), BackendError> {
+pub(super) async fn send(
+    writer: &mut super::stream::WriteHalf<'_>,
+    bytes: &[u8],
+) -> Result<(), BackendError> {
     super::exchange::send(writer, bytes)
         .await
         .map_err(|e| BackendError::from_io(&e))
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+pub(super) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,

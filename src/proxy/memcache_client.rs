@@ -47,8 +47,13 @@ impl Protocol for MemcacheProtocol {
         }
     }
 
-    fn handle_input(&mut self, core: &mut Core, snapshot: &PoolSnapshot, input: &mut BytesMut) {
-        while core.closing.is_none() && core.has_room() {
+    fn handle_input(
+        &mut self,
+        core: &mut Core,
+        snapshot: &std::sync::Arc<PoolSnapshot>,
+        input: &mut BytesMut,
+    ) {
+        while core.decodes() && core.has_room() {
             match self.decoder.decode(input) {
                 Ok(Some(Decoded::Request(request))) => handle_request(core, snapshot, request),
                 Ok(Some(Decoded::Answer(answer))) => {

@@ -3,12 +3,17 @@
 
 use bytes::{Bytes, BytesMut};
 
+use std::sync::Arc;
+
 use super::error::BackendError;
 use super::pool::PoolSnapshot;
+use super::pubsub::Subscriptions;
 use super::session::{route, route_error, Closing, Core, Merger, Protocol};
+use super::transaction::{Queued, Transactions, CROSSSLOT};
 use crate::config::ReadFrom;
-use crate::proto::redis::command;
-use crate::proto::redis::dispatch::{self, Dispatch, KeyRanges, SplitKind};
+use crate::proto::redis::command::{self, StateCommand};
+use crate::proto::redis::dispatch::{self, Dispatch, KeyRange, KeyRanges, SplitKind};
+use crate::proto::redis::pubsub::{subscribed_pong, PubsubMerge};
 use crate::proto::redis::request::{Limits, Request, RequestDecoder};
 use crate::proto::redis::split::{self, Merge};
 use crate::route::RouteError;
@@ -22,6 +27,27 @@ pub struct RedisProtocol {
     user: Option<Box<str>>,
     /// Set by `CLIENT SETNAME`, returned by `CLIENT GETNAME`.
     client_name: Option<Bytes>,
+    /// WATCH / MULTI state and the connection it holds.
+    transactions: Transactions,
+    /// Pub/sub subscriptions and their connections.
+    subscriptions: Subscriptions,
+    /// The backend connection the last forwarded request went over.
+    last_path: Path,
+    /// A request that must wait until every request before it is answered.
+    stash: Option<Request>,
+}
+
+/// Which backend connection of a server a request goes over. Requests on one path keep
+/// their order on the wire; one on a different path waits until every earlier request is
+/// answered, so it never overtakes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// The shared, pipelined connections.
+    Shared,
+    /// A blocking command's own dedicated connection.
+    Own,
+    /// A transaction's leased connection (numbered per transaction).
+    Lease(u64),
 }
 
 impl Merger for Merge {
@@ -46,11 +72,26 @@ impl Protocol for RedisProtocol {
             authenticated: snapshot.config.redis_auth.is_none() && snapshot.config.users.is_none(),
             user: None,
             client_name: None,
+            transactions: Transactions::default(),
+            subscriptions: Subscriptions::default(),
+            last_path: Path::Shared,
+            stash: None,
         }
     }
 
-    fn handle_input(&mut self, core: &mut Core, snapshot: &PoolSnapshot, input: &mut BytesMut) {
-        while core.closing.is_none() && core.has_room() {
+    fn handle_input(
+        &mut self,
+        core: &mut Core,
+        snapshot: &Arc<PoolSnapshot>,
+        input: &mut BytesMut,
+    ) {
+        while core.decodes() && core.has_room() {
+            if let Some(request) = self.stash.take() {
+                core.deferred = false;
+                core.answers_awaited();
+                self.handle_request(core, snapshot, request);
+                continue;
+            }
             match self.decoder.decode(input) {
                 Ok(Some(request)) => self.handle_request(core, snapshot, request),
                 Ok(None) => break,
@@ -70,20 +111,47 @@ impl Protocol for RedisProtocol {
     }
 
     fn count_requests(&mut self, input: &mut BytesMut) -> usize {
-        std::iter::from_fn(|| self.decoder.decode(input).ok().flatten()).count()
+        let stashed = usize::from(self.stash.is_some());
+        stashed + std::iter::from_fn(|| self.decoder.decode(input).ok().flatten()).count()
+    }
+
+    fn follows_servers(&self) -> bool {
+        self.subscriptions.is_subscribed()
+    }
+
+    fn servers_changed(&mut self, core: &mut Core, snapshot: &Arc<PoolSnapshot>) {
+        self.subscriptions.follow(core, snapshot);
     }
 }
 
 impl RedisProtocol {
-    fn handle_request(&mut self, core: &mut Core, snapshot: &PoolSnapshot, request: Request) {
+    fn handle_request(&mut self, core: &mut Core, snapshot: &Arc<PoolSnapshot>, request: Request) {
         let spec = command::lookup(request.arg(0).unwrap_or_default());
+        let decision = dispatch::dispatch_as(&request, spec);
+        if let Some(path) = self.path_of(&decision) {
+            if path != self.last_path || path == Path::Own {
+                if !core.all_answered() {
+                    // Handled once everything before it is answered (Request is a cheap,
+                    // shared clone of the frame).
+                    self.stash = Some(request.clone());
+                    core.wait_for_answers();
+                    core.deferred = true;
+                    return;
+                }
+                self.last_path = path;
+            }
+        }
         core.count_command_spec(spec);
         if snapshot.config.redis_cluster && self.authenticated {
             if let Some(reply) = cluster_answer(snapshot, &request, spec) {
                 return core.push_ready(Bytes::from(reply));
             }
         }
-        let decision = dispatch::dispatch_as(&request, spec);
+        if self.subscriptions.is_subscribed() {
+            if let Some(reply) = subscribed_mode(spec, &request) {
+                return core.push_ready(Bytes::from(reply));
+            }
+        }
         if let (Some(users), Some(spec)) = (&snapshot.config.users, spec) {
             if self.authenticated && forwards(&decision) {
                 if let Some(refusal) = self.acl_refusal(users, spec, &decision, &request) {
@@ -116,6 +184,12 @@ impl RedisProtocol {
             Dispatch::Auth {
                 username: Some(_), ..
             } => core.push_ready(Bytes::from(dispatch::wrong_arity_reply("auth"))),
+            // Inside MULTI every command but the transaction's own goes to the transaction.
+            decision if self.authenticated && self.transactions.in_multi() && queues(&decision) => {
+                let queued = queued(snapshot, spec, &decision, &request);
+                self.transactions
+                    .queue(core, snapshot, queued, request.frame().clone());
+            }
             Dispatch::Auth { password, .. } => {
                 let reply: &'static [u8] = match &snapshot.config.redis_auth {
                     None => dispatch::AUTH_NOT_SET,
@@ -158,6 +232,7 @@ impl RedisProtocol {
             }
             Dispatch::Split { kind } => split(core, snapshot, kind, &request),
             Dispatch::Block { keys, wait } => block(core, snapshot, &request, keys, wait),
+            Dispatch::Stateful(command) => self.stateful(core, snapshot, command, &request),
             Dispatch::SetClientName { name } => {
                 // An empty name clears it, as in Redis.
                 self.client_name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
@@ -182,7 +257,227 @@ fn forwards(decision: &Dispatch<'_>) -> bool {
             | Dispatch::ForwardSameServer { .. }
             | Dispatch::Split { .. }
             | Dispatch::Block { .. }
+            | Dispatch::Stateful(_)
     )
+}
+
+/// True for what a transaction queues: everything but its own commands (MULTI, EXEC,
+/// DISCARD, WATCH, RESET) and QUIT and AUTH.
+fn queues(decision: &Dispatch<'_>) -> bool {
+    match decision {
+        Dispatch::Stateful(command) => !matches!(
+            command,
+            StateCommand::Multi
+                | StateCommand::Exec
+                | StateCommand::Discard
+                | StateCommand::Watch
+                | StateCommand::Reset
+        ),
+        Dispatch::Quit | Dispatch::Auth { .. } => false,
+        _ => true,
+    }
+}
+
+/// Where a command inside MULTI goes: its keys' server, any (no key), or refused.
+fn queued(
+    snapshot: &PoolSnapshot,
+    spec: Option<&command::CommandSpec>,
+    decision: &Dispatch<'_>,
+    request: &Request,
+) -> Queued {
+    let name = spec.map_or("", |spec| spec.name);
+    let not_here = || {
+        Queued::Refused(Bytes::from(dispatch::error_reply(&format!(
+            "'{}' inside MULTI is not supported by walnut",
+            name.to_ascii_lowercase()
+        ))))
+    };
+    let keys = match *decision {
+        Dispatch::Reply(ref reply) if reply.first() == Some(&b'-') => {
+            return Queued::Refused(Bytes::from(reply.clone()))
+        }
+        // Redis queues PING and ECHO like any command; walnut's local answers would be
+        // missing from EXEC's array.
+        Dispatch::Reply(_) if matches!(name, "PING" | "ECHO") => return Queued::Keyless,
+        Dispatch::Stateful(StateCommand::Unwatch) => return Queued::Keyless,
+        Dispatch::Forward { key } if std::ptr::eq(key, dispatch::PLACEHOLDER_KEY) => {
+            return Queued::Keyless
+        }
+        Dispatch::Forward { key } => {
+            return match route(snapshot, key) {
+                Ok(server) => Queued::Server(server),
+                Err(err) => Queued::Refused(RedisProtocol::error_reply(&err)),
+            }
+        }
+        Dispatch::ForwardSameServer { keys } | Dispatch::Block { keys, .. } => keys,
+        Dispatch::Split { kind } => {
+            let step = if kind == SplitKind::Mset { 2 } else { 1 };
+            KeyRanges::one(KeyRange::new(1, step, request.argc()))
+        }
+        _ => return not_here(),
+    };
+    match one_server(snapshot, request, keys) {
+        Ok(server) => Queued::Server(server),
+        Err(Spread::Slots | Spread::Servers) => Queued::Refused(Bytes::from_static(CROSSSLOT)),
+        Err(Spread::Failed(err)) => Queued::Refused(RedisProtocol::error_reply(&err)),
+    }
+}
+
+/// In subscribed mode, Redis's answer for a command that is not allowed there, or the
+/// subscribed form of PING; `None` for the (un)subscribe commands, QUIT and RESET.
+fn subscribed_mode(spec: Option<&command::CommandSpec>, request: &Request) -> Option<Vec<u8>> {
+    let spec = spec?;
+    match spec.name {
+        "SUBSCRIBE" | "PSUBSCRIBE" | "SSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE"
+        | "SUNSUBSCRIBE" | "QUIT" | "RESET" => None,
+        "PING" if request.argc() <= 2 => {
+            Some(subscribed_pong(request.arg(1).unwrap_or_default()))
+        }
+        "PING" => Some(dispatch::wrong_arity_reply("ping")),
+        name => Some(dispatch::error_reply(&format!(
+            "Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+            name.to_ascii_lowercase()
+        ))),
+    }
+}
+
+impl RedisProtocol {
+    /// The backend connection `decision` goes over, when it goes to one.
+    fn path_of(&self, decision: &Dispatch<'_>) -> Option<Path> {
+        let transactions = &self.transactions;
+        let lease = Path::Lease(transactions.path());
+        match decision {
+            Dispatch::Quit | Dispatch::Auth { .. } => None,
+            Dispatch::Stateful(command) => match command {
+                StateCommand::Multi => transactions.is_bound().then_some(lease),
+                StateCommand::Exec | StateCommand::Discard => {
+                    transactions.in_multi().then_some(lease)
+                }
+                StateCommand::Watch => (!transactions.in_multi()).then_some(lease),
+                StateCommand::Unwatch => {
+                    (transactions.in_multi() || transactions.is_bound()).then_some(lease)
+                }
+                StateCommand::Pubsub if !transactions.in_multi() => Some(Path::Shared),
+                _ => None,
+            },
+            _ if transactions.in_multi() => Some(lease),
+            Dispatch::Block { .. } => Some(Path::Own),
+            decision if forwards(decision) => Some(Path::Shared),
+            _ => None,
+        }
+    }
+
+    /// Transactions, pub/sub and RESET.
+    fn stateful(
+        &mut self,
+        core: &mut Core,
+        snapshot: &Arc<PoolSnapshot>,
+        command: StateCommand,
+        request: &Request,
+    ) {
+        let frame = request.frame().clone();
+        let names = || request.args().skip(1).collect::<Vec<&[u8]>>();
+        match command {
+            StateCommand::Multi => self.transactions.multi(core),
+            StateCommand::Exec => self.transactions.exec(core, snapshot, frame),
+            StateCommand::Discard => self.transactions.discard(core, frame),
+            StateCommand::Unwatch => self.transactions.unwatch(core, frame),
+            StateCommand::Watch if self.transactions.in_multi() => {
+                self.transactions.watch(core, snapshot, 0, frame)
+            }
+            StateCommand::Watch => {
+                let keys = KeyRanges::one(KeyRange::new(1, 1, request.argc()));
+                match one_server(snapshot, request, keys) {
+                    Ok(server) => self.transactions.watch(core, snapshot, server, frame),
+                    Err(Spread::Slots | Spread::Servers) => {
+                        core.push_ready(Bytes::from_static(CROSSSLOT))
+                    }
+                    Err(Spread::Failed(err)) => core.push_error(&err),
+                }
+            }
+            StateCommand::Subscribe(_) | StateCommand::Unsubscribe(_) | StateCommand::Pubsub
+                if self.transactions.in_multi() =>
+            {
+                // Not reached: queues() sends these to the transaction, which refuses them.
+                core.push_ready(Bytes::from(dispatch::error_reply(
+                    "pub/sub inside MULTI is not supported by walnut",
+                )))
+            }
+            StateCommand::Subscribe(kind) => {
+                self.subscriptions.subscribe(core, snapshot, kind, &names())
+            }
+            StateCommand::Unsubscribe(kind) => self.subscriptions.unsubscribe(core, kind, &names()),
+            StateCommand::Pubsub => pubsub_everywhere(core, snapshot, request),
+            StateCommand::Reset => {
+                self.transactions.abandon();
+                self.subscriptions.clear();
+                self.client_name = None;
+                self.authenticated =
+                    snapshot.config.redis_auth.is_none() && snapshot.config.users.is_none();
+                self.user = None;
+                core.push_ready(Bytes::from_static(b"+RESET\r\n"));
+            }
+        }
+    }
+}
+
+/// `PUBSUB CHANNELS|NUMSUB|NUMPAT|SHARDCHANNELS|SHARDNUMSUB`: asked of every server, the
+/// answers merged.
+fn pubsub_everywhere(core: &mut Core, snapshot: &PoolSnapshot, request: &Request) {
+    let sub = request.arg(1).unwrap_or_default();
+    let Some(merge) = PubsubMerge::for_subcommand(sub) else {
+        return core.push_ready(Bytes::from(dispatch::error_reply(&format!(
+            "command 'pubsub|{}' is not supported by walnut",
+            String::from_utf8_lossy(&sub[..sub.len().min(64)]).to_ascii_lowercase()
+        ))));
+    };
+    let parts: Vec<(usize, Bytes)> = (0..snapshot.servers.len())
+        .map(|server| (server, request.frame().clone()))
+        .collect();
+    if parts.is_empty() {
+        return core.push_error(&BackendError::ConnectionRefused);
+    }
+    let merger = PubsubFanout {
+        merge,
+        replies: vec![None; parts.len()],
+    };
+    core.forward_split(snapshot, parts, Box::new(merger));
+}
+
+/// Merges every server's `PUBSUB` answer.
+struct PubsubFanout {
+    merge: PubsubMerge,
+    replies: Vec<Option<Result<Bytes, String>>>,
+}
+
+impl Merger for PubsubFanout {
+    fn accept(&mut self, part: usize, reply: Result<Bytes, String>) -> bool {
+        if let Some(slot) = self.replies.get_mut(part) {
+            *slot = Some(reply);
+        }
+        self.is_complete()
+    }
+    fn is_complete(&self) -> bool {
+        self.replies.iter().all(Option::is_some)
+    }
+    fn finish(&self) -> Bytes {
+        let mut frames = Vec::with_capacity(self.replies.len());
+        for reply in self.replies.iter().flatten() {
+            match reply {
+                Ok(frame) => frames.push(&frame[..]),
+                Err(text) => return Bytes::from(dispatch::error_reply(text)),
+            }
+        }
+        match self.merge.merge(&frames) {
+            Some(reply) => Bytes::from(reply),
+            None => Bytes::from(dispatch::error_reply(
+                &BackendError::InvalidReply.to_string(),
+            )),
+        }
+    }
+    fn is_proxy_error(&self) -> bool {
+        self.replies.iter().flatten().any(Result::is_err)
+    }
 }
 
 impl RedisProtocol {
@@ -296,9 +591,6 @@ fn sentinel_read(core: &mut Core, snapshot: &PoolSnapshot, key: &[u8], frame: By
         }
     }
 }
-
-/// Redis Cluster's refusal of keys in different slots.
-const CROSSSLOT: &[u8] = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n";
 
 /// Why the keys of a request that must go whole have no one server.
 enum Spread {

@@ -62,7 +62,7 @@ pub trait Protocol: Send + 'static {
 
     /// Decodes and handles the complete requests in `input` while `core.has_room()`. Sets
     /// `core.closing` on QUIT or an unrecoverable framing error.
-    fn handle_input(&mut self, core: &mut Core, snapshot: &PoolSnapshot, input: &mut BytesMut);
+    fn handle_input(&mut self, core: &mut Core, snapshot: &Arc<PoolSnapshot>, input: &mut BytesMut);
 
     /// The reply a client sees for a proxy-side failure.
     fn error_reply(err: &BackendError) -> Bytes;
@@ -70,7 +70,20 @@ pub trait Protocol: Send + 'static {
     /// Decodes and discards the complete requests in `input`, returning how many there were
     /// (to count what the drain deadline cut off).
     fn count_requests(&mut self, input: &mut BytesMut) -> usize;
+
+    /// Whether the session holds state tied to the pool's servers (pub/sub subscriptions)
+    /// that must follow a reload or failover: then [`Protocol::servers_changed`] is called
+    /// every [`SERVERS_CHECK`] while it does.
+    fn follows_servers(&self) -> bool {
+        false
+    }
+
+    /// Lets the protocol move what it holds on servers to `snapshot`'s.
+    fn servers_changed(&mut self, _core: &mut Core, _snapshot: &Arc<PoolSnapshot>) {}
 }
+
+/// How often a session that follows the pool's servers looks at them.
+pub const SERVERS_CHECK: Duration = Duration::from_millis(250);
 
 /// Combines the replies of a split request's parts into one reply.
 pub trait Merger: Send {
@@ -96,11 +109,16 @@ pub enum Expect {
     Dropped,
 }
 
-/// A request's place in the reply order, with when it arrived (for the pool latency).
+/// A request's place in the reply order, with when it arrived (for the pool latency); a
+/// pub/sub message pushed by a server has no arrival and counts in no latency.
 struct Slot {
     state: SlotState,
-    arrived: Instant,
+    arrived: Option<Instant>,
 }
+
+/// The `seq` of a [`ClientReply`] that answers no request: a pub/sub message a server pushed,
+/// written after the replies already queued.
+pub const PUSHED: u64 = u64::MAX;
 
 /// What a slot holds.
 enum SlotState {
@@ -148,13 +166,45 @@ pub struct Core {
     /// The slot of a blocking command still waiting: nothing after it is decoded until it
     /// is answered, as Redis runs nothing of a connection's behind a blocked command.
     blocked_on: Option<u64>,
+    /// Nothing more is decoded until every request in flight is answered: the next one goes
+    /// over another backend connection of the same server (a transaction's, or back to the
+    /// shared one) and must not overtake what came before it.
+    quiesce: bool,
+    /// The protocol holds a decoded request it will handle once `quiesce` is over.
+    pub deferred: bool,
+    /// Pushed messages have filled the client's output bound: the session ends, as Redis
+    /// drops a subscriber over its `client-output-buffer-limit`.
+    overflowed: bool,
 }
 
 impl Core {
     /// True while the client is within its bounds: requests in flight and reply bytes
     /// waiting to be written.
     pub fn has_room(&self) -> bool {
-        self.blocked_on.is_none() && self.within_bounds()
+        !self.decoding_paused() && self.within_bounds()
+    }
+
+    /// True when no request in flight is still without its reply.
+    pub fn all_answered(&self) -> bool {
+        self.slots
+            .iter()
+            .all(|slot| matches!(slot.state, SlotState::Ready(_)))
+    }
+
+    /// Stops decoding until every request in flight is answered ([`Core::has_room`] turns
+    /// false); the protocol keeps the request it could not handle yet (`deferred`).
+    pub fn wait_for_answers(&mut self) {
+        self.quiesce = true;
+    }
+
+    /// Ends a [`Core::wait_for_answers`] once it is over.
+    pub fn answers_awaited(&mut self) {
+        self.quiesce = false;
+    }
+
+    /// Whether decoding waits for replies (a blocked command, or [`Core::wait_for_answers`]).
+    fn decoding_paused(&self) -> bool {
+        self.blocked_on.is_some() || (self.quiesce && !self.all_answered())
     }
 
     /// Requests in flight and reply bytes waiting are within their bounds (a blocked client
@@ -162,6 +212,12 @@ impl Core {
     fn within_bounds(&self) -> bool {
         self.slots.len() < MAX_PENDING_REQUESTS
             && self.unwritten + self.ready_bytes < MAX_PENDING_OUTPUT
+    }
+
+    /// Whether requests already read are still decoded: yes unless QUIT or a framing error
+    /// ended the session (after EOF, what came before it is answered).
+    pub fn decodes(&self) -> bool {
+        matches!(self.closing, None | Some(Closing::Eof))
     }
 
     /// This client's id (stable for the connection).
@@ -183,8 +239,50 @@ impl Core {
     fn push_slot(&mut self, state: SlotState) {
         self.slots.push_back(Slot {
             state,
-            arrived: self.batch_arrived,
+            arrived: Some(self.batch_arrived),
         });
+    }
+
+    /// Reserves the next slot for a reply that `ReplyTo` will deliver (a request sent on a
+    /// connection the protocol holds itself: a transaction's, a subscriber's).
+    pub fn reserve_reply(&mut self) -> ReplyTo {
+        let reply_to = self.reply_to(self.next_seq(), 0);
+        self.push_slot(SlotState::Waiting);
+        reply_to
+    }
+
+    /// Reserves the next slot for a reply `merger` makes from parts delivered to
+    /// [`Core::reply_to`]`(seq, part)`; returns `seq`. A merger that needs no part is
+    /// finished at once.
+    pub fn reserve_merged(&mut self, merger: Box<dyn Merger>) -> u64 {
+        let seq = self.next_seq();
+        if merger.is_complete() {
+            self.push_ready(merger.finish());
+        } else {
+            self.push_slot(SlotState::Split(merger));
+        }
+        seq
+    }
+
+    /// Where part `part` of the reply in slot `seq` goes.
+    pub fn reply_to(&mut self, seq: u64, part: u32) -> ReplyTo {
+        ReplyTo {
+            tx: Some(self.reply_sender()),
+            seq,
+            part,
+            client: self.id,
+            worker: self.worker,
+        }
+    }
+
+    /// Where a server's pushed messages for this client go ([`PUSHED`]).
+    pub fn push_target(&mut self) -> ReplyTo {
+        self.reply_to(PUSHED, 0)
+    }
+
+    /// When requests read in the current batch time out.
+    pub fn batch_deadline(&self) -> Option<Instant> {
+        self.batch_deadline
     }
 
     /// A sender for this client's replies, making the channel on first use.
@@ -379,6 +477,17 @@ impl Core {
     }
 
     fn accept_reply(&mut self, reply: ClientReply) {
+        if reply.seq == PUSHED {
+            if let Ok(message) = reply.result {
+                self.ready_bytes += message.len();
+                self.slots.push_back(Slot {
+                    state: SlotState::Ready(message),
+                    arrived: None,
+                });
+                self.overflowed |= !self.within_bounds();
+            }
+            return;
+        }
         if self.blocked_on == Some(reply.seq) {
             self.blocked_on = None;
         }
@@ -427,10 +536,12 @@ impl Core {
             {
                 self.ready_bytes -= reply.len();
                 out.push(reply);
-                let now = *now.get_or_insert_with(Instant::now);
-                self.stats
-                    .request_latency
-                    .observe(now.saturating_duration_since(arrived));
+                if let Some(arrived) = arrived {
+                    let now = *now.get_or_insert_with(Instant::now);
+                    self.stats
+                        .request_latency
+                        .observe(now.saturating_duration_since(arrived));
+                }
             }
             self.front_seq += 1;
         }
@@ -483,7 +594,7 @@ pub fn route_error(snapshot: &PoolSnapshot, key: &[u8], err: RouteError) -> Back
 }
 
 /// The server a request goes to, or why it cannot go anywhere.
-fn target(snapshot: &PoolSnapshot, server: usize) -> Result<&Arc<Server>, BackendError> {
+pub fn target(snapshot: &PoolSnapshot, server: usize) -> Result<&Arc<Server>, BackendError> {
     let server = snapshot
         .servers
         .get(server)
@@ -527,6 +638,9 @@ pub async fn serve_client<P: Protocol>(
         error_reply: P::error_reply,
         closing: None,
         blocked_on: None,
+        quiesce: false,
+        deferred: false,
+        overflowed: false,
     };
     // A read or write error ends the session as a client error (twemproxy's `client_err`).
     let mut failed = false;
@@ -538,6 +652,8 @@ pub async fn serve_client<P: Protocol>(
     let mut out = Outbox::default();
     let mut draining = shutdown.borrow().map(Drain::new);
     let mut idle = IdleRelease::default();
+    // Made when the protocol first follows the servers (a subscriber), then kept.
+    let mut servers_check: Option<tokio::time::Interval> = None;
     // One wait for the drain signal for the whole session: making a fresh one on every turn
     // of the loop costs more than the rest of a request's bookkeeping.
     let mut drain_signal = std::pin::pin!(async move {
@@ -554,25 +670,34 @@ pub async fn serve_client<P: Protocol>(
         }
         core.move_ready_replies(&mut out);
         // Requests left undecoded while the client was over its bounds.
-        if !input.is_empty() && core.closing.is_none() && core.has_room() {
+        if (!input.is_empty() || core.deferred) && core.decodes() && core.has_room() {
             handle_input(&mut protocol, &mut core, &pool, &mut input);
             core.move_ready_replies(&mut out);
         }
         let answered = core.slots.is_empty() && out.is_empty();
-        if core.closing.is_some() && answered {
+        // At EOF, what the client sent before it is still answered (decoded just above).
+        if core.closing.is_some() && answered && !core.deferred {
             break;
         }
         // Between requests: everything answered and no request begun.
-        let between_requests = answered && input.is_empty();
+        let between_requests = answered && input.is_empty() && !core.deferred;
+        if core.overflowed {
+            warn!("client {id}: pushed messages exceed its output bound ({MAX_PENDING_OUTPUT} bytes unwritten), closing it");
+            failed = true;
+            break;
+        }
         if between_requests && !idle.is_armed() && holds_buffers(&core, &input, &out) {
             idle.arm();
         }
         reuse_input(&mut input, large_input);
+        if servers_check.is_none() && protocol.follows_servers() {
+            servers_check = Some(tokio::time::interval(SERVERS_CHECK));
+        }
         // A client that does not read its replies is not read from either. A blocked one is,
         // up to a bound, so that its leaving is seen.
         let may_read = core.closing.is_none()
             && core.within_bounds()
-            && (core.blocked_on.is_none() || input.len() < BLOCKED_INPUT_LIMIT);
+            && (!core.decoding_paused() || input.len() < BLOCKED_INPUT_LIMIT);
         // TLS records of replies already handed over, still waiting for room in the socket.
         let tls_pending = writer.has_pending();
         tokio::select! {
@@ -604,6 +729,11 @@ pub async fn serve_client<P: Protocol>(
                     pool.drain_cut.requests.fetch_add(cut, Ordering::AcqRel);
                 }
                 break;
+            }
+            _ = tick(&mut servers_check), if servers_check.is_some() => {
+                if protocol.follows_servers() {
+                    protocol.servers_changed(&mut core, &pool.current.load_full());
+                }
             }
             _ = idle.elapsed(), if between_requests => {
                 core.release_buffers(&mut replies);
@@ -720,6 +850,16 @@ fn grow_input(input: &mut BytesMut, large: &mut usize) {
 fn reuse_input(input: &mut BytesMut, large: usize) {
     if large != 0 && input.is_empty() && input.capacity() < large {
         let _ = input.try_reclaim(large);
+    }
+}
+
+/// The next tick of `interval`; pending without one.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -214,7 +214,7 @@ pub struct ServerStats {
     pub out_queue_bytes: Gauge,
     /// From writing a request to the server to reading its reply.
     pub latency: LatencyHistogram,
-    /// Dedicated connections (blocking commands) open now, idle or in use (Prometheus only).
+    /// Dedicated connections (blocking commands, transactions, subscribers) open now, idle or in use (Prometheus only).
     pub dedicated_connections: Gauge,
     /// Of those, the idle ones.
     pub dedicated_idle: Gauge,

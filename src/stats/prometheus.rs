@@ -178,14 +178,14 @@ const SERVER_FIGURES: [(&str, Option<Unit>, MetricType, &str, ServerFigure); 14]
         "walnut_server_dedicated_connections",
         None,
         MetricType::Gauge,
-        "Dedicated connections (blocking commands) open now, idle or in use.",
+        "Dedicated connections (blocking commands, transactions, subscribers) open now, idle or in use.",
         |s| s.dedicated_connections.get(),
     ),
     (
         "walnut_server_dedicated_idle_connections",
         None,
         MetricType::Gauge,
-        "Dedicated connections idle now, ready for the next blocking command.",
+        "Dedicated connections idle now, ready for the next blocking command, transaction or subscriber.",
         |s| s.dedicated_idle.get(),
     ),
     (

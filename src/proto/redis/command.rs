@@ -86,12 +86,38 @@ pub enum Local {
     Hello,
 }
 
+/// Commands that change the connection's state: walnut keeps the state (a transaction's
+/// leased connection, a subscriber's channels) for the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateCommand {
+    Multi,
+    Exec,
+    Discard,
+    Watch,
+    Unwatch,
+    Subscribe(Subscription),
+    Unsubscribe(Subscription),
+    /// `PUBSUB CHANNELS|NUMSUB|NUMPAT|SHARDCHANNELS|SHARDNUMSUB`: asked of every server.
+    Pubsub,
+    /// `RESET`: out of MULTI and subscriptions, name cleared.
+    Reset,
+}
+
+/// The three kinds of pub/sub subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Subscription {
+    /// `SUBSCRIBE`: a channel, on the server its name maps to.
+    Channel,
+    /// `PSUBSCRIBE`: a pattern, on every server.
+    Pattern,
+    /// `SSUBSCRIBE`: a shard channel, on the server (slot) its name maps to.
+    Shard,
+}
+
 /// Why a recognised command is refused (the connection stays open).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     Blocking,
-    Transaction,
-    PubSub,
     /// Server-wide, administrative or key-less: a sharding proxy cannot answer it sensibly.
     Unsupported,
 }
@@ -120,6 +146,8 @@ pub enum Handling {
     Split(SplitKind),
     /// A blocking command: forwarded whole, on a dedicated connection of its keys' server.
     Block(BlockKeys),
+    /// A transaction or pub/sub command: the session keeps its state.
+    Stateful(StateCommand),
     Answer(Local),
     Refuse(Refusal),
 }
@@ -160,7 +188,7 @@ const fn sub(name: &'static str, arity: Arity, keys: Keys) -> Subcommand {
 
 use Arity::*;
 use BlockKeys::*;
-use Handling::{Answer, Block, Refuse, Route, Split};
+use Handling::{Answer, Block, Refuse, Route, Split, Stateful};
 use Keys::*;
 use Local::*;
 use Refusal::*;
@@ -229,14 +257,14 @@ pub static COMMANDS: [CommandSpec; 250] = [
     tw("DECR", Arg0, KEY),
     tw("DECRBY", Arg1, KEY),
     tw("DEL", Argx, Split(SplitKind::Del)),
-    new("DISCARD", ANY, Refuse(Transaction)),
+    new("DISCARD", Exact(1), Stateful(StateCommand::Discard)),
     tw("DUMP", Arg0, KEY),
     new("ECHO", Exact(2), Answer(Echo)),
     tw("EVAL", Argeval, Route(Numkeys { at: 2 })),
     tw("EVALSHA", Argeval, Route(Numkeys { at: 2 })),
     new("EVALSHA_RO", AtLeast(3), Route(Numkeys { at: 2 })),
     new("EVAL_RO", AtLeast(3), Route(Numkeys { at: 2 })),
-    new("EXEC", ANY, Refuse(Transaction)),
+    new("EXEC", Exact(1), Stateful(StateCommand::Exec)),
     tw("EXISTS", Argn, Split(SplitKind::Exists)),
     tw("EXPIRE", Arg1, KEY),
     tw("EXPIREAT", Arg1, KEY),
@@ -322,7 +350,7 @@ pub static COMMANDS: [CommandSpec; 250] = [
     tw("MOVE", Arg1, Refuse(Unsupported)),
     tw("MSET", Argkvx, Split(SplitKind::Mset)),
     new("MSETNX", Argkvx, Route(ToEnd { first: 1, step: 2 })),
-    new("MULTI", ANY, Refuse(Transaction)),
+    new("MULTI", Exact(1), Stateful(StateCommand::Multi)),
     new("OBJECT", AtLeast(2), Route(Subcommand(OBJECT_SUBCOMMANDS))),
     tw("PERSIST", Arg0, KEY),
     tw("PEXPIRE", Arg1, KEY),
@@ -333,12 +361,20 @@ pub static COMMANDS: [CommandSpec; 250] = [
     tw("PFMERGE", Argn, ALL_KEYS),
     tw("PING", Argz, Answer(Ping)),
     tw("PSETEX", Arg2, KEY),
-    new("PSUBSCRIBE", ANY, Refuse(PubSub)),
+    new(
+        "PSUBSCRIBE",
+        AtLeast(2),
+        Stateful(StateCommand::Subscribe(Subscription::Pattern)),
+    ),
     new("PSYNC", ANY, Refuse(Unsupported)),
     tw("PTTL", Arg0, KEY),
-    new("PUBLISH", ANY, Refuse(PubSub)),
-    new("PUBSUB", ANY, Refuse(PubSub)),
-    new("PUNSUBSCRIBE", ANY, Refuse(PubSub)),
+    new("PUBLISH", Exact(3), KEY),
+    new("PUBSUB", AtLeast(2), Stateful(StateCommand::Pubsub)),
+    new(
+        "PUNSUBSCRIBE",
+        AtLeast(1),
+        Stateful(StateCommand::Unsubscribe(Subscription::Pattern)),
+    ),
     tw("QUIT", Argz, Answer(Quit)),
     new("RANDOMKEY", ANY, Refuse(Unsupported)),
     new("READONLY", ANY, Refuse(Unsupported)),
@@ -347,7 +383,7 @@ pub static COMMANDS: [CommandSpec; 250] = [
     new("RENAMENX", Exact(3), TWO_KEYS),
     new("REPLCONF", ANY, Refuse(Unsupported)),
     new("REPLICAOF", ANY, Refuse(Unsupported)),
-    new("RESET", ANY, Refuse(Unsupported)),
+    new("RESET", Exact(1), Stateful(StateCommand::Reset)),
     tw("RESTORE", Argn, KEY),
     new("ROLE", ANY, Refuse(Unsupported)),
     tw("RPOP", Argn, KEY),
@@ -380,17 +416,29 @@ pub static COMMANDS: [CommandSpec; 250] = [
     tw("SORT", Argn, Route(StoreOption { from: 2 })),
     new("SORT_RO", AtLeast(2), KEY),
     tw("SPOP", Argn, KEY),
-    new("SPUBLISH", ANY, Refuse(PubSub)),
+    new("SPUBLISH", Exact(3), KEY),
     tw("SRANDMEMBER", Argn, KEY),
     tw("SREM", Argn, KEY),
     tw("SSCAN", Argn, KEY),
-    new("SSUBSCRIBE", ANY, Refuse(PubSub)),
+    new(
+        "SSUBSCRIBE",
+        AtLeast(2),
+        Stateful(StateCommand::Subscribe(Subscription::Shard)),
+    ),
     tw("STRLEN", Arg0, KEY),
-    new("SUBSCRIBE", ANY, Refuse(PubSub)),
+    new(
+        "SUBSCRIBE",
+        AtLeast(2),
+        Stateful(StateCommand::Subscribe(Subscription::Channel)),
+    ),
     new("SUBSTR", Exact(4), KEY),
     tw("SUNION", Argn, ALL_KEYS),
     tw("SUNIONSTORE", Argn, ALL_KEYS),
-    new("SUNSUBSCRIBE", ANY, Refuse(PubSub)),
+    new(
+        "SUNSUBSCRIBE",
+        AtLeast(1),
+        Stateful(StateCommand::Unsubscribe(Subscription::Shard)),
+    ),
     new("SWAPDB", ANY, Refuse(Unsupported)),
     new("SYNC", ANY, Refuse(Unsupported)),
     new("TIME", ANY, Refuse(Unsupported)),
@@ -398,11 +446,15 @@ pub static COMMANDS: [CommandSpec; 250] = [
     tw("TTL", Arg0, KEY),
     tw("TYPE", Arg0, KEY),
     tw("UNLINK", Argx, Split(SplitKind::Unlink)),
-    new("UNSUBSCRIBE", ANY, Refuse(PubSub)),
-    new("UNWATCH", ANY, Refuse(Transaction)),
+    new(
+        "UNSUBSCRIBE",
+        AtLeast(1),
+        Stateful(StateCommand::Unsubscribe(Subscription::Channel)),
+    ),
+    new("UNWATCH", Exact(1), Stateful(StateCommand::Unwatch)),
     new("WAIT", ANY, Refuse(Blocking)),
     new("WAITAOF", ANY, Refuse(Blocking)),
-    new("WATCH", ANY, Refuse(Transaction)),
+    new("WATCH", AtLeast(2), Stateful(StateCommand::Watch)),
     new("XACK", AtLeast(4), KEY),
     new("XADD", AtLeast(5), KEY),
     new("XAUTOCLAIM", AtLeast(6), KEY),

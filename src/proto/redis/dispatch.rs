@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use super::command::{self, BlockKeys, CommandSpec, Handling, Keys, Local, Refusal, Subcommand};
+use super::command::{
+    self, BlockKeys, CommandSpec, Handling, Keys, Local, Refusal, StateCommand, Subcommand,
+};
 use super::request::Request;
 
 /// The key twemproxy routes key-less forwarded commands (`COMMAND`, `LOLWUT`) by.
@@ -95,6 +97,8 @@ pub enum Dispatch<'a> {
     GetClientName,
     /// `QUIT`: write pending replies, then close.
     Quit,
+    /// A transaction or pub/sub command (arity checked): the session keeps its state.
+    Stateful(StateCommand),
 }
 
 /// How long a blocking command may block, read from its own timeout argument.
@@ -234,8 +238,6 @@ fn wrong_arity(name: &str) -> Dispatch<'static> {
 fn refusal(name: &str, why: Refusal) -> Dispatch<'static> {
     let reason = match why {
         Refusal::Blocking => ": blocking commands would stall a shared backend connection",
-        Refusal::Transaction => ": transactions would stall a shared backend connection",
-        Refusal::PubSub => ": pub/sub would stall a shared backend connection",
         Refusal::Unsupported => "",
     };
     reply_error(&format!(
@@ -295,6 +297,7 @@ pub fn dispatch_as<'a>(req: &'a Request, spec: Option<&'static CommandSpec>) -> 
         Handling::Split(kind) => split(kind, req),
         Handling::Route(keys) => route(spec, keys, req),
         Handling::Block(keys) => blocking(spec, keys, req),
+        Handling::Stateful(command) => Dispatch::Stateful(command),
     }
 }
 
@@ -1209,36 +1212,65 @@ mod tests {
                 )),
             );
         }
-        for name in ["MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH"] {
-            let lower = name.to_ascii_lowercase();
-            check(
-                name,
-                reply(&format!(
-                    "-ERR command '{lower}' is not supported by walnut: \
-                     transactions would stall a shared backend connection"
-                )),
-            );
-        }
-        for name in [
-            "SUBSCRIBE",
-            "PSUBSCRIBE",
-            "SSUBSCRIBE",
+    }
+
+    #[test]
+    fn transaction_and_pubsub_commands_keep_session_state() {
+        use super::super::command::Subscription;
+        let stateful =
+            |line: &str, expected: StateCommand| check(line, Dispatch::Stateful(expected));
+        stateful("MULTI", StateCommand::Multi);
+        stateful("exec", StateCommand::Exec);
+        stateful("DISCARD", StateCommand::Discard);
+        stateful("WATCH a b", StateCommand::Watch);
+        stateful("UNWATCH", StateCommand::Unwatch);
+        stateful("RESET", StateCommand::Reset);
+        stateful(
+            "SUBSCRIBE a b",
+            StateCommand::Subscribe(Subscription::Channel),
+        );
+        stateful(
+            "PSUBSCRIBE a*",
+            StateCommand::Subscribe(Subscription::Pattern),
+        );
+        stateful("SSUBSCRIBE a", StateCommand::Subscribe(Subscription::Shard));
+        stateful(
             "UNSUBSCRIBE",
-            "PUNSUBSCRIBE",
+            StateCommand::Unsubscribe(Subscription::Channel),
+        );
+        stateful(
+            "PUNSUBSCRIBE a*",
+            StateCommand::Unsubscribe(Subscription::Pattern),
+        );
+        stateful(
             "SUNSUBSCRIBE",
-            "PUBLISH",
-            "SPUBLISH",
-            "PUBSUB",
-        ] {
-            let lower = name.to_ascii_lowercase();
-            check(
-                &format!("{name} ch"),
-                reply(&format!(
-                    "-ERR command '{lower}' is not supported by walnut: \
-                     pub/sub would stall a shared backend connection"
-                )),
-            );
-        }
+            StateCommand::Unsubscribe(Subscription::Shard),
+        );
+        stateful("PUBSUB CHANNELS", StateCommand::Pubsub);
+        // Arity is Redis's.
+        check(
+            "MULTI x",
+            reply("-ERR wrong number of arguments for 'multi' command"),
+        );
+        check(
+            "WATCH",
+            reply("-ERR wrong number of arguments for 'watch' command"),
+        );
+        check(
+            "SUBSCRIBE",
+            reply("-ERR wrong number of arguments for 'subscribe' command"),
+        );
+        // PUBLISH goes where its channel's name maps, like a key.
+        check("PUBLISH news hi", fwd("news"));
+        check("SPUBLISH news hi", fwd("news"));
+        check(
+            "PUBLISH news",
+            reply("-ERR wrong number of arguments for 'publish' command"),
+        );
+    }
+
+    #[test]
+    fn refused_admin_commands() {
         for name in [
             "KEYS",
             "SCAN",
@@ -1266,7 +1298,6 @@ mod tests {
             "CLUSTER",
             "READONLY",
             "READWRITE",
-            "RESET",
             "ACL",
             "LATENCY",
             "MEMORY",
