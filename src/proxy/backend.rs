@@ -148,6 +148,14 @@ pub trait ServerOwner: Send + Sync + std::fmt::Debug {
         request: BackendRequest,
         reply: Bytes,
     ) -> Option<(BackendRequest, std::time::Duration)>;
+    /// A cluster node answered a request on one of its dedicated connections with `reply`:
+    /// when it is a redirect, the dedicated connections of the node it points to, and
+    /// whether `ASKING` must come first.
+    fn redirect_dedicated(
+        &self,
+        server: &ServerInfo,
+        reply: &[u8],
+    ) -> Option<(Arc<super::dedicated::Dedicated>, bool)>;
     /// `server` turned out not to be a master (Sentinel pools check `ROLE`): the owner sends
     /// `requests` to the server that replaced it, and returns those it cannot place yet.
     fn not_master(&self, server: &ServerInfo, requests: Vec<BackendRequest>)

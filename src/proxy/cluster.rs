@@ -269,20 +269,9 @@ pub fn follow(
         }
     };
     match redirect::parse(&reply) {
-        Some(redirect) if redirect.kind == RedirectKind::Moved => {
-            pool.stats.cluster_moved.inc();
-            let to = redirect.to.or_host_of(&here);
-            let server = pool.apply_moved(Some(redirect.slot), &to);
-            pool.cluster.patched.store(true, Ordering::Release);
-            pool.cluster.refresh_soon();
-            resend(server, request, reply);
-            None
-        }
         Some(redirect) => {
-            pool.stats.cluster_ask.inc();
-            let to = redirect.to.or_host_of(&here);
-            request.asking = true;
-            resend(pool.apply_moved(None, &to), request, reply);
+            request.asking = redirect.kind == RedirectKind::Ask;
+            resend(redirect_target(pool, &here, &redirect), request, reply);
             None
         }
         None => {
@@ -304,6 +293,45 @@ pub fn follow(
             Some((request, backoff))
         }
     }
+}
+
+/// The server a redirect from the node at `here` points to (a `-MOVED` also updates the
+/// slot map and asks for a refresh), counted in the pool's stats.
+fn redirect_target(
+    pool: &Arc<Pool>,
+    here: &NodeAddr,
+    redirect: &redirect::Redirect,
+) -> Option<Arc<Server>> {
+    let to = redirect.to.clone().or_host_of(here);
+    if redirect.kind == RedirectKind::Moved {
+        pool.stats.cluster_moved.inc();
+        let server = pool.apply_moved(Some(redirect.slot), &to);
+        pool.cluster.patched.store(true, Ordering::Release);
+        pool.cluster.refresh_soon();
+        server
+    } else {
+        pool.stats.cluster_ask.inc();
+        pool.apply_moved(None, &to)
+    }
+}
+
+/// Where a request on a dedicated connection of `info`'s node goes after `reply`, when it
+/// is a redirect: the server, and whether `ASKING` must come first.
+pub fn follow_dedicated(
+    pool: &Arc<Pool>,
+    info: &ServerInfo,
+    reply: &[u8],
+) -> Option<(Arc<Server>, bool)> {
+    let ServerAddr::Tcp { host, port } = &info.addr else {
+        return None;
+    };
+    let here = NodeAddr {
+        host: host.clone(),
+        port: *port,
+    };
+    let redirect = redirect::parse(reply)?;
+    let server = redirect_target(pool, &here, &redirect)?;
+    Some((server, redirect.kind == RedirectKind::Ask))
 }
 
 /// Queues `request` on `server`'s connection for its client; without a server, the client

@@ -48,7 +48,14 @@ pub struct BlockingRequest {
     /// When walnut gives up on the reply: the command's own timeout plus a margin; `None`
     /// for a command that may block forever.
     pub deadline: Option<Instant>,
+    /// Redis Cluster: redirects followed so far, and whether `ASKING` goes first.
+    pub redirects: u8,
+    pub asking: bool,
 }
+
+/// Redirects a blocking command follows before its client gets the last one.
+const MAX_REDIRECTS: u8 = 5;
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 
 impl Dedicated {
     pub fn new(info: Arc<ServerInfo>, limit: usize) -> Dedicated {
@@ -71,6 +78,8 @@ impl Dedicated {
             frame,
             reply_to,
             deadline,
+            redirects,
+            asking,
         } = request;
         let stats = &self.info.stats;
         let bytes = frame.len() as u64;
@@ -90,11 +99,15 @@ impl Dedicated {
         let mut sent = false;
         let exchange = async {
             let (mut reader, mut writer) = stream.split();
+            let mut input = BytesMut::new();
+            let mut decoder = ReplyDecoder::new(MAX_REPLY);
+            if asking {
+                send(&mut writer, ASKING).await?;
+                read_reply(&mut reader, &mut decoder, &mut input, READ_CHUNK).await?;
+            }
             send(&mut writer, &frame).await?;
             sent = true;
             stats.sent(bytes);
-            let mut input = BytesMut::new();
-            let mut decoder = ReplyDecoder::new(MAX_REPLY);
             let reply = read_reply(&mut reader, &mut decoder, &mut input, READ_CHUNK).await?;
             // Anything after the one reply means the connection is not what walnut thinks.
             Ok::<_, BackendError>((reply.frame, input.is_empty()))
@@ -109,6 +122,25 @@ impl Dedicated {
             Some(Ok((reply, clean))) => {
                 stats.replied(bytes, reply.len() as u64, sent_at.elapsed());
                 self.info.health.record_success();
+                // A cluster slot that moved: the command goes to the node that has it now,
+                // on one of its dedicated connections; the client never sees the redirect.
+                let redirect = (self.info.cluster && redirects < MAX_REDIRECTS)
+                    .then(|| self.info.owner.redirect_dedicated(&self.info, &reply))
+                    .flatten();
+                if let Some((next, asking)) = redirect {
+                    if clean {
+                        self.give_back(stream);
+                    } else {
+                        self.discard(stream);
+                    }
+                    return next.spawn(BlockingRequest {
+                        frame,
+                        reply_to,
+                        deadline,
+                        redirects: redirects + 1,
+                        asking,
+                    });
+                }
                 reply_to.deliver(Ok(reply));
                 if clean {
                     return self.give_back(stream);

@@ -73,7 +73,8 @@ async fn run(dedicated: Arc<Dedicated>, mut queue: mpsc::UnboundedReceiver<Lease
         Ok(stream) => stream,
         Err(err) => return fail_all(&mut queue, err).await,
     };
-    let stats = dedicated.info().stats.clone();
+    let info = dedicated.info().clone();
+    let stats = info.stats.clone();
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut open = true;
     let mut clean = false;
@@ -125,6 +126,12 @@ async fn run(dedicated: Arc<Dedicated>, mut queue: mpsc::UnboundedReceiver<Lease
                         Ok(reply) => reply,
                         Err(err) => break Some(BackendError::from(err)),
                     };
+                    if info.cluster && reply.frame.starts_with(b"-MOVED ") {
+                        // A slot moved under the transaction: Redis aborts it and the client
+                        // sees the redirect as the command's error; the slot map learns it, so
+                        // the client's retry binds to the right node.
+                        let _ = info.owner.redirect_dedicated(&info, &reply.frame);
+                    }
                     if let Some(request) = in_flight.pop_front() {
                         stats.replied(request.bytes, reply.frame.len() as u64, request.sent_at.elapsed());
                         clean = request.release && input.is_empty();

@@ -818,6 +818,16 @@ impl ServerOwner for PoolLink {
             }
         }
     }
+
+    fn redirect_dedicated(
+        &self,
+        server: &ServerInfo,
+        reply: &[u8],
+    ) -> Option<(Arc<super::dedicated::Dedicated>, bool)> {
+        let pool = self.0.upgrade()?;
+        let (target, asking) = super::cluster::follow_dedicated(&pool, server, reply)?;
+        Some((target.dedicated.clone(), asking))
+    }
 }
 
 /// A server with its connection tasks started, each on its worker.

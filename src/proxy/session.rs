@@ -415,6 +415,8 @@ impl Core {
                 worker: self.worker,
             },
             deadline: wait.map(|wait| self.batch_arrived + wait + margin),
+            redirects: 0,
+            asking: false,
         };
         server.dedicated.spawn(request);
         self.push_slot(SlotState::Waiting);
