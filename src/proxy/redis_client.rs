@@ -395,14 +395,6 @@ impl RedisProtocol {
                     Err(Spread::Failed(err)) => core.push_error(&err),
                 }
             }
-            StateCommand::Subscribe(_) | StateCommand::Unsubscribe(_) | StateCommand::Pubsub
-                if self.transactions.in_multi() =>
-            {
-                // Not reached: queues() sends these to the transaction, which refuses them.
-                core.push_ready(Bytes::from(dispatch::error_reply(
-                    "pub/sub inside MULTI is not supported by walnut",
-                )))
-            }
             StateCommand::Subscribe(kind) => {
                 self.subscriptions.subscribe(core, snapshot, kind, &names())
             }

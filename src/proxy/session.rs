@@ -252,11 +252,14 @@ impl Core {
     }
 
     /// Reserves the next slot for a reply `merger` makes from parts delivered to
-    /// [`Core::reply_to`]`(seq, part)`; returns `seq`. A merger that needs no part is
-    /// finished at once.
+    /// [`Core::reply_to`]`(seq, part)`; returns `seq`. A merger already complete (no part
+    /// needed, or every part failed before it was sent) is finished at once.
     pub fn reserve_merged(&mut self, merger: Box<dyn Merger>) -> u64 {
         let seq = self.next_seq();
         if merger.is_complete() {
+            if merger.is_proxy_error() {
+                self.stats.forward_error.inc();
+            }
             self.push_ready(merger.finish());
         } else {
             self.push_slot(SlotState::Split(merger));
@@ -407,13 +410,7 @@ impl Core {
         let seq = self.next_seq();
         let request = super::dedicated::BlockingRequest {
             frame,
-            reply_to: ReplyTo {
-                tx: Some(self.reply_sender()),
-                seq,
-                part: 0,
-                client: self.id,
-                worker: self.worker,
-            },
+            reply_to: self.reply_to(seq, 0),
             deadline: wait.map(|wait| self.batch_arrived + wait + margin),
             redirects: 0,
             asking: false,
@@ -441,13 +438,7 @@ impl Core {
                     continue;
                 }
             };
-            let reply_to = ReplyTo {
-                tx: Some(self.reply_sender()),
-                seq,
-                part: index as u32,
-                client: self.id,
-                worker: self.worker,
-            };
+            let reply_to = self.reply_to(seq, index as u32);
             let bytes = frame.len() as u64;
             let request = BackendRequest {
                 frame,
@@ -467,15 +458,7 @@ impl Core {
                 merger.accept(index, Err(BackendError::ConnectionRefused.to_string()));
             }
         }
-        if merger.is_complete() {
-            let reply = merger.finish();
-            if merger.is_proxy_error() {
-                self.stats.forward_error.inc();
-            }
-            self.push_ready(reply);
-        } else {
-            self.push_slot(SlotState::Split(merger));
-        }
+        self.reserve_merged(merger);
     }
 
     fn accept_reply(&mut self, reply: ClientReply) {
