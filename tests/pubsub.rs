@@ -23,16 +23,12 @@ struct Setup {
 
 /// The config of one ketama pool over `backends`, named s0, s1, ….
 fn config(port: u16, backends: &[RedisServer], extra: &str) -> String {
-    let mut config = format!(
-        "news:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: fnv1a_64\n  hash_tag: \"{{}}\"\n  distribution: ketama\n  timeout: 400\n{extra}  servers:\n"
-    );
-    for (i, backend) in backends.iter().enumerate() {
-        config.push_str(&format!(
-            "   - {}\n",
-            backend.server_line(1, Some(&format!("s{i}")))
-        ));
-    }
-    config
+    common::ketama_pool(
+        "news",
+        port,
+        backends,
+        &format!("  hash_tag: \"{{}}\"\n{extra}"),
+    )
 }
 
 fn setup(extra: &str) -> Setup {
@@ -60,18 +56,7 @@ impl Setup {
 
     /// The sum over the pool's servers of a server gauge in `/metrics`.
     fn server_gauge(&self, name: &str) -> u64 {
-        use std::io::{Read, Write};
-        let mut stream =
-            std::net::TcpStream::connect(local(self.metrics_port)).expect("connect /metrics");
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: walnut\r\n\r\n")
-            .expect("send the request");
-        let mut text = String::new();
-        stream.read_to_string(&mut text).expect("read /metrics");
-        text.lines()
-            .filter(|line| line.starts_with(&format!("{name}{{")))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+        common::server_metric_sum(self.metrics_port, name)
     }
 
     /// (open, idle) dedicated connections over the pool's servers.

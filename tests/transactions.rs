@@ -24,15 +24,12 @@ fn setup(extra: &str) -> Setup {
     let backends: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
     let port = free_port();
     let metrics_port = free_port();
-    let mut config = format!(
-        "queues:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: fnv1a_64\n  hash_tag: \"{{}}\"\n  distribution: ketama\n  timeout: 400\n{extra}  servers:\n"
+    let config = common::ketama_pool(
+        "queues",
+        port,
+        &backends,
+        &format!("  hash_tag: \"{{}}\"\n{extra}"),
     );
-    for (i, backend) in backends.iter().enumerate() {
-        config.push_str(&format!(
-            "   - {}\n",
-            backend.server_line(1, Some(&format!("s{i}")))
-        ));
-    }
     let metrics = format!("127.0.0.1:{metrics_port}");
     let walnut = ProxyProcess::walnut_with(
         &config,
@@ -54,18 +51,7 @@ impl Setup {
 
     /// The sum over the pool's servers of a server gauge in `/metrics`.
     fn server_gauge(&self, name: &str) -> u64 {
-        use std::io::{Read, Write};
-        let mut stream =
-            std::net::TcpStream::connect(local(self.metrics_port)).expect("connect /metrics");
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: walnut\r\n\r\n")
-            .expect("send the request");
-        let mut text = String::new();
-        stream.read_to_string(&mut text).expect("read /metrics");
-        text.lines()
-            .filter(|line| line.starts_with(&format!("{name}{{")))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+        common::server_metric_sum(self.metrics_port, name)
     }
 
     /// (open, idle) dedicated connections over the pool's servers.

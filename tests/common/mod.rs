@@ -486,8 +486,8 @@ impl ProxyProcess {
     }
 }
 
-/// The value of a pool's metric in `/metrics` (the sample whose name starts with `name`).
-pub fn pool_metric(metrics_port: u16, name: &str, pool: &str) -> u64 {
+/// walnut's `/metrics` page, as text.
+pub fn metrics_text(metrics_port: u16) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(local(metrics_port)).expect("connect /metrics");
     stream
@@ -495,6 +495,36 @@ pub fn pool_metric(metrics_port: u16, name: &str, pool: &str) -> u64 {
         .expect("send the request");
     let mut text = String::new();
     stream.read_to_string(&mut text).expect("read /metrics");
+    text
+}
+
+/// The sum over every server of the per-server metric `name` in `/metrics`.
+pub fn server_metric_sum(metrics_port: u16, name: &str) -> u64 {
+    metrics_text(metrics_port)
+        .lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The config of a ketama (`fnv1a_64`, `timeout: 400`) Redis pool `pool` listening on `port`
+/// over `backends`, aliased s0, s1, …; `extra` lines go before `servers:`.
+pub fn ketama_pool(pool: &str, port: u16, backends: &[RedisServer], extra: &str) -> String {
+    let mut config = format!(
+        "{pool}:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n  timeout: 400\n{extra}  servers:\n"
+    );
+    for (i, backend) in backends.iter().enumerate() {
+        config.push_str(&format!(
+            "   - {}\n",
+            backend.server_line(1, Some(&format!("s{i}")))
+        ));
+    }
+    config
+}
+
+/// The value of a pool's metric in `/metrics` (the sample whose name starts with `name`).
+pub fn pool_metric(metrics_port: u16, name: &str, pool: &str) -> u64 {
+    let text = metrics_text(metrics_port);
     let label = format!("pool=\"{pool}\"");
     text.lines()
         .filter(|line| line.starts_with(name) && line.contains(&label))
