@@ -256,6 +256,14 @@ fn a_published_message_reaches_a_subscriber_on_another_connection() {
         publisher.cmd_str(&["PUBLISH", "nobody", "x"]),
         Value::Int(0)
     );
+    // A subscriber quiet for longer than walnut takes to release an idle session's buffers
+    // (500 ms) still gets what is published: its reply channel outlives the idle period.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        publisher.cmd_str(&["PUBLISH", "news", "after-a-quiet-while"]),
+        Value::Int(1)
+    );
+    assert_eq!(sub.read_value(), message("news", "after-a-quiet-while"));
 }
 
 #[test]

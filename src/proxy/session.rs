@@ -175,6 +175,9 @@ pub struct Core {
     /// Pushed messages have filled the client's output bound: the session ends, as Redis
     /// drops a subscriber over its `client-output-buffer-limit`.
     overflowed: bool,
+    /// A subscriber connection holds [`Core::push_target`]: the reply channel must outlive
+    /// idle periods, or the messages it pushes later would go nowhere.
+    pushed_to: bool,
 }
 
 impl Core {
@@ -280,6 +283,7 @@ impl Core {
 
     /// Where a server's pushed messages for this client go ([`PUSHED`]).
     pub fn push_target(&mut self) -> ReplyTo {
+        self.pushed_to = true;
         self.reply_to(PUSHED, 0)
     }
 
@@ -541,6 +545,9 @@ impl Core {
             return;
         }
         self.slots = VecDeque::new();
+        if self.pushed_to {
+            return;
+        }
         self.reply_tx = None;
         self.fresh_replies = None;
         *replies = None;
@@ -626,6 +633,7 @@ pub async fn serve_client<P: Protocol>(
         quiesce: false,
         deferred: false,
         overflowed: false,
+        pushed_to: false,
     };
     // A read or write error ends the session as a client error (twemproxy's `client_err`).
     let mut failed = false;
