@@ -209,6 +209,115 @@ fn wait_writable(walnut: u16, key: &str) {
     }
 }
 
+/// `blocked_clients` in `INFO clients` of the node on `port`, asked directly.
+fn blocked_clients(setup: &SentinelSetup, port: u16) -> u64 {
+    let Value::Bulk(info) = setup.client(port).cmd_str(&["INFO", "clients"]) else {
+        panic!("INFO is a bulk string");
+    };
+    String::from_utf8_lossy(&info)
+        .lines()
+        .find_map(|line| line.strip_prefix("blocked_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("blocked_clients in INFO clients")
+}
+
+/// A client through walnut blocked in `BLPOP key 0` on the master on `master`; its thread
+/// returns the reply.
+fn blocked_pop(
+    setup: &SentinelSetup,
+    walnut: u16,
+    master: u16,
+    key: &str,
+) -> std::thread::JoinHandle<Value> {
+    let before = blocked_clients(setup, master);
+    let key = key.to_string();
+    let thread = std::thread::spawn(move || {
+        let mut client = RespClient::connect(&format!("127.0.0.1:{walnut}"));
+        client.cmd_str(&["BLPOP", &key, "0"])
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while blocked_clients(setup, master) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the BLPOP never blocked on {master}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    thread
+}
+
+/// The subscribers the node on `port` has for `channel`, asked directly.
+fn subscribers(setup: &SentinelSetup, port: u16, channel: &str) -> Value {
+    match setup.client(port).cmd_str(&["PUBSUB", "NUMSUB", channel]) {
+        Value::Array(mut items) if items.len() == 2 => items.remove(1),
+        other => panic!("PUBSUB NUMSUB answered {other:?}"),
+    }
+}
+
+/// A client through walnut subscribed to a channel that lives on the master on `master`.
+fn subscriber_on(setup: &SentinelSetup, walnut: u16, master: u16) -> (RespClient, String) {
+    // The number first: fnv1a_64 puts names that differ only at the end close together.
+    for i in 0..100 {
+        let channel = format!("{i}:{master}:news");
+        let mut client = RespClient::connect(&format!("127.0.0.1:{walnut}"));
+        let confirmed = client.cmd_str(&["SUBSCRIBE", &channel]);
+        assert_eq!(
+            confirmed,
+            Value::Array(vec![
+                Value::bulk("subscribe"),
+                Value::bulk(&channel),
+                Value::Int(1)
+            ])
+        );
+        if subscribers(setup, master, &channel) == Value::Int(1) {
+            return (client, channel);
+        }
+    }
+    panic!("no channel of 100 lives on {master}");
+}
+
+/// The subscription of `subscriber` to `channel` moved to the master on `master` (asked
+/// directly), and a message published there through walnut reaches it.
+fn subscription_followed(
+    setup: &SentinelSetup,
+    walnut: u16,
+    subscriber: &mut RespClient,
+    channel: &str,
+    master: u16,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while subscribers(setup, master, channel) != Value::Int(1) {
+        assert!(
+            Instant::now() < deadline,
+            "{channel} was never subscribed on the new master {master}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut publisher = RespClient::connect(&format!("127.0.0.1:{walnut}"));
+    let payload = format!("after-failover-to-{master}");
+    assert_eq!(
+        publisher.cmd_str(&["PUBLISH", channel, &payload]),
+        Value::Int(1)
+    );
+    let expected = Value::Array(vec![
+        Value::bulk("message"),
+        Value::bulk(channel),
+        Value::bulk(&payload),
+    ]);
+    // Messages published before the move may arrive first (once from each side).
+    for _ in 0..100 {
+        let message = subscriber.read_value();
+        if message == expected {
+            return;
+        }
+        assert!(
+            matches!(&message, Value::Array(items) if items.first() == Some(&Value::bulk("message"))),
+            "a subscriber got {message:?}"
+        );
+    }
+    panic!("{payload} never reached the subscriber");
+}
+
 fn metrics_text(port: u16) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(local(port)).expect("connect /metrics");
@@ -238,13 +347,31 @@ fn a_sentinel_pool_follows_failovers_without_moving_a_key() {
     assert_eq!(early.cmd_str(&["SET", "early", "1"]), ok());
 
     keys_land_where_nutcracker_puts_them(&setup, port);
-    let (one, two) = keys_by_shard(&setup, port);
+    let (mut one, mut two) = keys_by_shard(&setup, port);
     replica_reads(&setup, replica_port);
+    // Lists for the blocked clients, one per shard, out of the traffic's way.
+    let (queue_one, queue_two) = (one.pop().expect("a key"), two.pop().expect("a key"));
+    let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(
+        client.cmd_str(&["DEL", &queue_one, &queue_two]),
+        Value::Int(2)
+    );
 
     // Scenario 2: SIGKILL shard1's master under traffic on both shards.
     let flag = Arc::new(AtomicBool::new(false));
     let on_one = traffic(port, Arc::new(one.clone()), 2, flag.clone());
     let on_two = traffic(port, Arc::new(two.clone()), 2, flag.clone());
+    // Issue 21: a client blocked on shard1, a subscriber of a shard1 channel, and one in
+    // the middle of a transaction there.
+    let first_master = setup.initial_master("shard1");
+    let blocked_one = blocked_pop(&setup, port, first_master, &queue_one);
+    let (mut subscriber_one, channel_one) = subscriber_on(&setup, port, first_master);
+    let mut in_multi = RespClient::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(in_multi.cmd_str(&["MULTI"]), ok());
+    assert_eq!(
+        in_multi.cmd_str(&["SET", &one[0], "in-multi"]),
+        Value::Status("QUEUED".into())
+    );
     std::thread::sleep(Duration::from_millis(300));
     let old_master = setup.kill_master("shard1");
     let new_master = setup.wait_master_change("shard1", old_master);
@@ -255,8 +382,34 @@ fn a_sentinel_pool_follows_failovers_without_moving_a_key() {
     assert!(done_one > 0 && done_two > 0);
     assert_eq!((errors_two, wrong_two), (0, 0), "shard2 never fails");
     assert_eq!(wrong_one, 0, "no crossed reply on shard1");
+    // The BLPOP the kill cut off waits on the new master now, and wakes with what is pushed.
+    assert_eq!(
+        client.cmd_str(&["RPUSH", &queue_one, "after-kill"]),
+        Value::Int(1)
+    );
+    assert_eq!(
+        blocked_one.join().expect("the blocked client"),
+        Value::Array(vec![Value::bulk(&queue_one), Value::bulk("after-kill")])
+    );
+    // The transaction's server died under it: EXEC fails, and the next one runs on the
+    // new master.
+    let exec = in_multi.cmd_str(&["EXEC"]);
+    assert!(matches!(exec, Value::Error(_)), "EXEC answered {exec:?}");
+    assert_eq!(in_multi.cmd_str(&["MULTI"]), ok());
+    assert_eq!(
+        in_multi.cmd_str(&["INCR", &queue_one]),
+        Value::Status("QUEUED".into())
+    );
+    assert_eq!(
+        in_multi.cmd_str(&["EXEC"]),
+        Value::Array(vec![Value::Int(1)])
+    );
+    assert_eq!(
+        setup.client(new_master).cmd_str(&["GET", &queue_one]),
+        Value::bulk("1")
+    );
+    subscription_followed(&setup, port, &mut subscriber_one, &channel_one, new_master);
     // Writes acknowledged after the switch are on the new master.
-    let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
     for key in &one {
         assert_eq!(client.cmd_str(&["SET", key, "after-switch"]), ok());
     }
@@ -315,6 +468,9 @@ fn a_sentinel_pool_follows_failovers_without_moving_a_key() {
     // Scenario 3: a graceful failover of shard2 under traffic: no error at all.
     let flag = Arc::new(AtomicBool::new(false));
     let on_two = traffic(port, Arc::new(two.clone()), 4, flag.clone());
+    let blocked_two = blocked_pop(&setup, port, setup.current_master("shard2"), &queue_two);
+    let (mut subscriber_two, channel_two) =
+        subscriber_on(&setup, port, setup.current_master("shard2"));
     std::thread::sleep(Duration::from_millis(300));
     let promoted = setup.failover("shard2");
     std::thread::sleep(Duration::from_millis(1500));
@@ -325,6 +481,17 @@ fn a_sentinel_pool_follows_failovers_without_moving_a_key() {
         (0, 0),
         "a graceful failover ({done} pairs)"
     );
+    // The demoted master unblocked the BLPOP (-UNBLOCKED); walnut ran it again on the new
+    // master, where it wakes with what is pushed.
+    assert_eq!(
+        client.cmd_str(&["RPUSH", &queue_two, "after-failover"]),
+        Value::Int(1)
+    );
+    assert_eq!(
+        blocked_two.join().expect("the blocked client"),
+        Value::Array(vec![Value::bulk(&queue_two), Value::bulk("after-failover")])
+    );
+    subscription_followed(&setup, port, &mut subscriber_two, &channel_two, promoted);
     let mut direct = setup.client(promoted);
     assert_eq!(client.cmd_str(&["SET", &two[0], "graceful"]), ok());
     assert_eq!(direct.cmd_str(&["GET", &two[0]]), Value::bulk("graceful"));

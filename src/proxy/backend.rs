@@ -156,6 +156,15 @@ pub trait ServerOwner: Send + Sync + std::fmt::Debug {
         server: &ServerInfo,
         reply: &[u8],
     ) -> Option<(Arc<super::dedicated::Dedicated>, bool)>;
+    /// A Sentinel pool's blocking command on `server` was cut off by a failover (`failure`
+    /// is what ended it): the owner sends it again to the shard's master once there is one,
+    /// or delivers `failure` when its retries run out.
+    fn failover_blocking(
+        &self,
+        server: &ServerInfo,
+        request: super::dedicated::BlockingRequest,
+        failure: Result<Bytes, BackendError>,
+    );
     /// `server` turned out not to be a master (Sentinel pools check `ROLE`): the owner sends
     /// `requests` to the server that replaced it, and returns those it cannot place yet.
     fn not_master(&self, server: &ServerInfo, requests: Vec<BackendRequest>)

@@ -48,7 +48,8 @@ pub struct BlockingRequest {
     /// When walnut gives up on the reply: the command's own timeout plus a margin; `None`
     /// for a command that may block forever.
     pub deadline: Option<Instant>,
-    /// Redis Cluster: redirects followed so far, and whether `ASKING` goes first.
+    /// Redis Cluster: redirects followed so far, and whether `ASKING` goes first; Sentinel
+    /// pools: how many times a failover cut the command off and it was sent again.
     pub redirects: u8,
     pub asking: bool,
 }
@@ -74,6 +75,7 @@ impl Dedicated {
     }
 
     async fn run(&self, request: BlockingRequest) {
+        let started = Instant::now();
         let BlockingRequest {
             frame,
             reply_to,
@@ -84,11 +86,18 @@ impl Dedicated {
         let stats = &self.info.stats;
         let bytes = frame.len() as u64;
         stats.enqueue(bytes);
+        let again = |reply_to: ReplyTo| BlockingRequest {
+            frame: frame.clone(),
+            reply_to,
+            deadline,
+            redirects,
+            asking: false,
+        };
         let mut stream = match self.take().await {
             Ok(stream) => stream,
             Err(err) => {
                 stats.unqueued(bytes);
-                return reply_to.deliver(Err(err));
+                return self.answer(again(reply_to), Err(err), started);
             }
         };
         let Some(client) = reply_to.tx.clone() else {
@@ -141,8 +150,9 @@ impl Dedicated {
                         asking,
                     });
                 }
-                reply_to.deliver(Ok(reply));
-                if clean {
+                let dirty = !clean || cut_by_failover(&Ok(reply.clone()));
+                self.answer(again(reply_to), Ok(reply), started);
+                if !dirty {
                     return self.give_back(stream);
                 }
             }
@@ -152,12 +162,32 @@ impl Dedicated {
                 } else {
                     stats.unqueued(bytes);
                 }
-                reply_to.deliver(Err(err));
+                self.answer(again(reply_to), Err(err), started);
             }
             None if sent => stats.abandoned(bytes),
             None => stats.unqueued(bytes),
         }
         self.discard(stream);
+    }
+
+    /// Delivers the outcome of `request`, begun at `started`; in a Sentinel pool, a command
+    /// a failover cut off goes to the owner to be sent again to the shard's master, with its
+    /// deadline moved by the time this attempt took (the command's own timeout starts over).
+    fn answer(
+        &self,
+        mut request: BlockingRequest,
+        outcome: Result<Bytes, BackendError>,
+        started: Instant,
+    ) {
+        if !self.info.sentinel || !cut_by_failover(&outcome) || request.reply_to.tx.is_none() {
+            return request.reply_to.deliver(outcome);
+        }
+        request.deadline = request
+            .deadline
+            .map(|deadline| deadline + started.elapsed());
+        self.info
+            .owner
+            .failover_blocking(&self.info, request, outcome);
     }
 
     /// An idle connection, or a new one if the bound allows.
@@ -255,6 +285,22 @@ impl Dedicated {
     fn closed_one(&self) {
         self.open.fetch_sub(1, Ordering::AcqRel);
         self.info.stats.dedicated_connections.dec();
+    }
+}
+
+/// Whether a blocking command's outcome on a Sentinel pool's master says a failover cut it
+/// off, so it waited for nothing and may run again on the new master: Redis's `-UNBLOCKED`
+/// (a master demoted while the command waited), `-READONLY` (sent to a demoted master), or
+/// a lost or refused connection. walnut's own deadline and the connection bound are final.
+fn cut_by_failover(outcome: &Result<Bytes, BackendError>) -> bool {
+    match outcome {
+        Ok(reply) => reply.starts_with(b"-UNBLOCKED") || reply.starts_with(b"-READONLY"),
+        Err(err) => !matches!(
+            err,
+            BackendError::TimedOut
+                | BackendError::DedicatedExhausted { .. }
+                | BackendError::AuthRefused(_)
+        ),
     }
 }
 

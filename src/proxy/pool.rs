@@ -819,6 +819,18 @@ impl ServerOwner for PoolLink {
         }
     }
 
+    fn failover_blocking(
+        &self,
+        server: &ServerInfo,
+        request: super::dedicated::BlockingRequest,
+        failure: Result<Bytes, BackendError>,
+    ) {
+        match self.0.upgrade() {
+            Some(pool) => super::sentinel::retry_blocking(&pool, server, request, failure),
+            None => request.reply_to.deliver(failure),
+        }
+    }
+
     fn redirect_dedicated(
         &self,
         server: &ServerInfo,

@@ -123,6 +123,57 @@ pub fn retry_write(
     });
 }
 
+/// Times a blocking command is sent again after failovers cut it off, with a backoff of up
+/// to [`BLOCKING_BACKOFF_MAX`] between tries: long enough for Sentinel to elect a master.
+const MAX_BLOCKING_RETRIES: u8 = 60;
+const BLOCKING_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// A blocking command on the master of shard `server` was cut off by a failover (Redis
+/// answered `-UNBLOCKED` or `-READONLY`, or the connection failed). It waited for nothing,
+/// so after a backoff it runs again, on a dedicated connection of whatever the shard's master
+/// is then; until Sentinel has switched, that is the same server, which fails it again and
+/// so brings it back here. The client sees `failure` only when the retries run out.
+pub fn retry_blocking(
+    pool: &Arc<Pool>,
+    server: &super::backend::ServerInfo,
+    mut request: super::dedicated::BlockingRequest,
+    failure: Result<bytes::Bytes, super::error::BackendError>,
+) {
+    pool.cluster.refresh_soon();
+    if request.redirects >= MAX_BLOCKING_RETRIES {
+        return request.reply_to.deliver(failure);
+    }
+    request.redirects += 1;
+    let backoff =
+        Duration::from_millis(10u64 << request.redirects.min(6)).min(BLOCKING_BACKOFF_MAX);
+    request.deadline = request.deadline.map(|deadline| deadline + backoff);
+    let pool = Arc::downgrade(pool);
+    let name = server.name.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(backoff).await;
+        if request
+            .reply_to
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.is_closed())
+        {
+            return; // The client went away: nobody waits for the command any more.
+        }
+        let target = pool.upgrade().and_then(|pool| {
+            let snapshot = pool.current.load();
+            snapshot
+                .servers
+                .iter()
+                .find(|s| s.info.name == name)
+                .map(|s| s.dedicated.clone())
+        });
+        match target {
+            Some(dedicated) => dedicated.spawn(request),
+            None => request.reply_to.deliver(failure),
+        }
+    });
+}
+
 /// Switches server `index` to `master` if it moved, with one log line.
 fn apply_master(pool: &Arc<Pool>, index: usize, master: &ServerAddr, source: &str) {
     let Some(old) = pool.switch_master(index, master) else {
