@@ -40,33 +40,9 @@ fn wait_for_slot_map(client: &mut RespClient) {
     }
 }
 
-/// The port of each slot's master, from the cluster itself (one `CLUSTER SLOTS`).
-fn slot_owners(cluster: &Cluster) -> Vec<u16> {
-    let mut owners = vec![0u16; 16384];
-    let mut client = cluster.client(0);
-    let Value::Array(ranges) = client.cmd_str(&["CLUSTER", "SLOTS"]) else {
-        panic!("CLUSTER SLOTS is an array");
-    };
-    for range in ranges {
-        let Value::Array(items) = range else { continue };
-        let (Value::Int(first), Value::Int(last), Value::Array(master)) =
-            (&items[0], &items[1], &items[2])
-        else {
-            continue;
-        };
-        let Value::Int(port) = master[1] else {
-            continue;
-        };
-        for slot in *first..=*last {
-            owners[slot as usize] = port as u16;
-        }
-    }
-    owners
-}
-
 /// The port of the master that owns `slot`.
 fn owner_of(cluster: &Cluster, slot: u16) -> u16 {
-    slot_owners(cluster)[usize::from(slot)]
+    cluster.slot_owners()[usize::from(slot)]
 }
 
 fn node_id(port: u16) -> String {
@@ -109,7 +85,7 @@ fn every_key_lands_on_the_master_of_its_slot(cluster: &Cluster, walnut: u16) {
         assert!(replies.iter().all(|r| *r == Value::Status("OK".into())));
     }
     let masters = cluster.master_ports();
-    let owners = slot_owners(cluster);
+    let owners = cluster.slot_owners();
     for i in (0..10_000).step_by(7) {
         let key = format!("placed:{i}");
         let slot = key_slot(key.as_bytes());
@@ -283,7 +259,7 @@ fn stop_traffic(
 /// `count` keys served by the master on `port` now, each a hash tag (the traffic appends
 /// `:<client>`, which the tag keeps in the same slot).
 fn keys_on(cluster: &Cluster, port: u16, count: usize) -> Vec<String> {
-    let owners = slot_owners(cluster);
+    let owners = cluster.slot_owners();
     (0..)
         .map(|i| format!("{{moving:{i}}}"))
         .filter(|key| owners[usize::from(key_slot(key.as_bytes()))] == port)

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::resp::encode;
-use common::{free_port, local, ProxyProcess, RedisServer, RespClient, Value};
+use common::{free_port, local, wait_until, ProxyProcess, RedisServer, RespClient, Value};
 use nix::sys::signal::Signal;
 
 struct Setup {
@@ -96,18 +96,6 @@ impl Setup {
             let total: usize = by.iter().map(BTreeSet::len).sum();
             (all == want && total == want.len()).then_some(by)
         })
-    }
-}
-
-/// Polls `done` (up to 30 s) until it gives a value.
-fn wait_until<T>(what: &str, mut done: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = done() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::sentinel::SentinelSetup;
-use common::{free_port, local, ProxyProcess, RespClient, Value};
+use common::{blocked_clients, free_port, local, ok, ProxyProcess, RespClient, Value};
 
 fn pool(name: &str, listen: u16, setup: &SentinelSetup, extra: &str) -> String {
     format!(
@@ -19,10 +19,6 @@ fn pool(name: &str, listen: u16, setup: &SentinelSetup, extra: &str) -> String {
         setup.sentinels_yaml(),
         setup.servers_yaml()
     )
-}
-
-fn ok() -> Value {
-    Value::Status("OK".into())
 }
 
 /// The `calls` of `cmdstat_<command>` on a node.
@@ -209,34 +205,17 @@ fn wait_writable(walnut: u16, key: &str) {
     }
 }
 
-/// `blocked_clients` in `INFO clients` of the node on `port`, asked directly.
-fn blocked_clients(setup: &SentinelSetup, port: u16) -> u64 {
-    let Value::Bulk(info) = setup.client(port).cmd_str(&["INFO", "clients"]) else {
-        panic!("INFO is a bulk string");
-    };
-    String::from_utf8_lossy(&info)
-        .lines()
-        .find_map(|line| line.strip_prefix("blocked_clients:"))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("blocked_clients in INFO clients")
-}
-
 /// A client through walnut blocked in `BLPOP key 0` on the master on `master`; its thread
 /// returns the reply.
-fn blocked_pop(
-    setup: &SentinelSetup,
-    walnut: u16,
-    master: u16,
-    key: &str,
-) -> std::thread::JoinHandle<Value> {
-    let before = blocked_clients(setup, master);
+fn blocked_pop(walnut: u16, master: u16, key: &str) -> std::thread::JoinHandle<Value> {
+    let before = blocked_clients(master);
     let key = key.to_string();
     let thread = std::thread::spawn(move || {
         let mut client = RespClient::connect(&format!("127.0.0.1:{walnut}"));
         client.cmd_str(&["BLPOP", &key, "0"])
     });
     let deadline = Instant::now() + Duration::from_secs(10);
-    while blocked_clients(setup, master) <= before {
+    while blocked_clients(master) <= before {
         assert!(
             Instant::now() < deadline,
             "the BLPOP never blocked on {master}"
@@ -244,6 +223,20 @@ fn blocked_pop(
         std::thread::sleep(Duration::from_millis(20));
     }
     thread
+}
+
+/// `RPUSH queue value` through `client` wakes the client `blocked` in `BLPOP queue 0`.
+fn wakes(
+    blocked: std::thread::JoinHandle<Value>,
+    client: &mut RespClient,
+    queue: &str,
+    value: &str,
+) {
+    assert_eq!(client.cmd_str(&["RPUSH", queue, value]), Value::Int(1));
+    assert_eq!(
+        blocked.join().expect("the blocked client"),
+        Value::Array(vec![Value::bulk(queue), Value::bulk(value)])
+    );
 }
 
 /// The subscribers the node on `port` has for `channel`, asked directly.
@@ -364,7 +357,7 @@ fn a_sentinel_pool_follows_failovers_without_moving_a_key() {
     // Issue 21: a client blocked on shard1, a subscriber of a shard1 channel, and one in
     // the middle of a transaction there.
     let first_master = setup.initial_master("shard1");
-    let blocked_one = blocked_pop(&setup, port, first_master, &queue_one);
+    let blocked_one = blocked_pop(port, first_master, &queue_one);
     let (mut subscriber_one, channel_one) = subscriber_on(&setup, port, first_master);
     let mut in_multi = RespClient::connect(&format!("127.0.0.1:{port}"));
     assert_eq!(in_multi.cmd_str(&["MULTI"]), ok());
@@ -383,14 +376,7 @@ fn a_sentinel_pool_follows_failovers_without_moving_a_key() {
     assert_eq!((errors_two, wrong_two), (0, 0), "shard2 never fails");
     assert_eq!(wrong_one, 0, "no crossed reply on shard1");
     // The BLPOP the kill cut off waits on the new master now, and wakes with what is pushed.
-    assert_eq!(
-        client.cmd_str(&["RPUSH", &queue_one, "after-kill"]),
-        Value::Int(1)
-    );
-    assert_eq!(
-        blocked_one.join().expect("the blocked client"),
-        Value::Array(vec![Value::bulk(&queue_one), Value::bulk("after-kill")])
-    );
+    wakes(blocked_one, &mut client, &queue_one, "after-kill");
     // The transaction's server died under it: EXEC fails, and the next one runs on the
     // new master.
     let exec = in_multi.cmd_str(&["EXEC"]);
@@ -468,7 +454,7 @@ fn a_sentinel_pool_follows_failovers_without_moving_a_key() {
     // Scenario 3: a graceful failover of shard2 under traffic: no error at all.
     let flag = Arc::new(AtomicBool::new(false));
     let on_two = traffic(port, Arc::new(two.clone()), 4, flag.clone());
-    let blocked_two = blocked_pop(&setup, port, setup.current_master("shard2"), &queue_two);
+    let blocked_two = blocked_pop(port, setup.current_master("shard2"), &queue_two);
     let (mut subscriber_two, channel_two) =
         subscriber_on(&setup, port, setup.current_master("shard2"));
     std::thread::sleep(Duration::from_millis(300));
@@ -483,14 +469,7 @@ fn a_sentinel_pool_follows_failovers_without_moving_a_key() {
     );
     // The demoted master unblocked the BLPOP (-UNBLOCKED); walnut ran it again on the new
     // master, where it wakes with what is pushed.
-    assert_eq!(
-        client.cmd_str(&["RPUSH", &queue_two, "after-failover"]),
-        Value::Int(1)
-    );
-    assert_eq!(
-        blocked_two.join().expect("the blocked client"),
-        Value::Array(vec![Value::bulk(&queue_two), Value::bulk("after-failover")])
-    );
+    wakes(blocked_two, &mut client, &queue_two, "after-failover");
     subscription_followed(&setup, port, &mut subscriber_two, &channel_two, promoted);
     let mut direct = setup.client(promoted);
     assert_eq!(client.cmd_str(&["SET", &two[0], "graceful"]), ok());

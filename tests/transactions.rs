@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{free_port, local, ProxyProcess, RedisServer, RespClient, Value};
+use common::{err, free_port, local, ok, queued, ProxyProcess, RedisServer, RespClient, Value};
 
 struct Setup {
     backends: Vec<RedisServer>,
@@ -109,18 +109,6 @@ impl Setup {
         }
         panic!("x1:probe..x99:probe all live with x0:probe");
     }
-}
-
-fn ok() -> Value {
-    Value::Status("OK".into())
-}
-
-fn queued() -> Value {
-    Value::Status("QUEUED".into())
-}
-
-fn err(text: &str) -> Value {
-    Value::Error(text.into())
 }
 
 fn words(line: &str) -> Vec<Vec<u8>> {

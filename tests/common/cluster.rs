@@ -151,3 +151,132 @@ impl Cluster {
             .collect()
     }
 }
+
+/// Moving one slot between masters by hand, with Redis Cluster's own commands (what
+/// `redis-cli --cluster reshard` does for each slot), so a test can stop half-way.
+impl Cluster {
+    /// The port of each slot's master, as node 0 sees it (one `CLUSTER SLOTS`).
+    pub fn slot_owners(&self) -> Vec<u16> {
+        let mut owners = vec![0u16; 16384];
+        let Value::Array(ranges) = self.client(0).cmd_str(&["CLUSTER", "SLOTS"]) else {
+            panic!("CLUSTER SLOTS is an array");
+        };
+        for range in ranges {
+            let Value::Array(items) = range else { continue };
+            let (Value::Int(first), Value::Int(last), Value::Array(master)) =
+                (&items[0], &items[1], &items[2])
+            else {
+                continue;
+            };
+            let Value::Int(port) = master[1] else {
+                continue;
+            };
+            for slot in *first..=*last {
+                owners[slot as usize] = port as u16;
+            }
+        }
+        owners
+    }
+
+    /// The slot of `key`, as the cluster computes it (`CLUSTER KEYSLOT`).
+    pub fn key_slot(&self, key: &str) -> u16 {
+        match self.client(0).cmd_str(&["CLUSTER", "KEYSLOT", key]) {
+            Value::Int(slot) => slot as u16,
+            other => panic!("CLUSTER KEYSLOT {key}: {other:?}"),
+        }
+    }
+
+    /// Step 1: `to` imports `slot` from `from`, and `from` migrates it to `to`. From now on
+    /// `from` answers `-ASK` for keys of the slot it no longer has.
+    pub fn begin_slot_migration(&self, slot: u16, from: u16, to: u16) {
+        let slot = slot.to_string();
+        let ok = Value::Status("OK".into());
+        let (from_id, to_id) = (node_id(from), node_id(to));
+        assert_eq!(
+            node_client(to).cmd_str(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]),
+            ok,
+            "SETSLOT {slot} IMPORTING on {to}"
+        );
+        assert_eq!(
+            node_client(from).cmd_str(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]),
+            ok,
+            "SETSLOT {slot} MIGRATING on {from}"
+        );
+    }
+
+    /// Step 2: every key of `slot` still on `from` is sent to `to` (`MIGRATE … KEYS`).
+    pub fn migrate_slot_keys(&self, slot: u16, from: u16, to: u16) {
+        let mut source = node_client(from);
+        loop {
+            let Value::Array(keys) =
+                source.cmd_str(&["CLUSTER", "GETKEYSINSLOT", &slot.to_string(), "100"])
+            else {
+                panic!("CLUSTER GETKEYSINSLOT is an array");
+            };
+            if keys.is_empty() {
+                return;
+            }
+            let to_port = to.to_string();
+            let mut args: Vec<&[u8]> = vec![
+                b"MIGRATE",
+                b"127.0.0.1",
+                to_port.as_bytes(),
+                b"",
+                b"0",
+                b"10000",
+                b"KEYS",
+            ];
+            for key in &keys {
+                let Value::Bulk(key) = key else {
+                    panic!("a key name: {key:?}")
+                };
+                args.push(key);
+            }
+            assert_eq!(
+                source.cmd(&args),
+                Value::Status("OK".into()),
+                "MIGRATE slot {slot} from {from} to {to}"
+            );
+        }
+    }
+
+    /// Step 3: `slot` is served by `to`, told to `to`, then `from`, then every other master.
+    pub fn finish_slot_migration(&self, slot: u16, from: u16, to: u16) {
+        let to_id = node_id(to);
+        let mut masters = self.master_ports();
+        masters.retain(|&p| p != to && p != from);
+        for port in [to, from].into_iter().chain(masters) {
+            assert_eq!(
+                node_client(port).cmd_str(&[
+                    "CLUSTER",
+                    "SETSLOT",
+                    &slot.to_string(),
+                    "NODE",
+                    &to_id
+                ]),
+                Value::Status("OK".into()),
+                "SETSLOT {slot} NODE on {port}"
+            );
+        }
+    }
+
+    /// All three steps: `slot` and its keys move from `from` to `to`.
+    pub fn move_slot(&self, slot: u16, from: u16, to: u16) {
+        self.begin_slot_migration(slot, from, to);
+        self.migrate_slot_keys(slot, from, to);
+        self.finish_slot_migration(slot, from, to);
+    }
+}
+
+/// A client of the node on `port`.
+pub fn node_client(port: u16) -> RespClient {
+    RespClient::connect(&format!("127.0.0.1:{port}"))
+}
+
+/// The node id of the node on `port` (`CLUSTER MYID`).
+pub fn node_id(port: u16) -> String {
+    match node_client(port).cmd_str(&["CLUSTER", "MYID"]) {
+        Value::Bulk(id) => String::from_utf8(id).expect("a UTF-8 node id"),
+        other => panic!("CLUSTER MYID on {port}: {other:?}"),
+    }
+}

@@ -486,6 +486,47 @@ impl ProxyProcess {
     }
 }
 
+/// Polls `done` (up to 30 s) until it gives a value.
+pub fn wait_until<T>(what: &str, mut done: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = done() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `+OK`.
+pub fn ok() -> Value {
+    Value::Status("OK".into())
+}
+
+/// `+QUEUED`, a command queued in a transaction.
+pub fn queued() -> Value {
+    Value::Status("QUEUED".into())
+}
+
+/// An error reply with `text`.
+pub fn err(text: &str) -> Value {
+    Value::Error(text.into())
+}
+
+/// `blocked_clients` in `INFO clients` of the redis-server on `port`, asked directly.
+pub fn blocked_clients(port: u16) -> u64 {
+    let Value::Bulk(info) =
+        RespClient::connect(&format!("127.0.0.1:{port}")).cmd_str(&["INFO", "clients"])
+    else {
+        panic!("INFO is a bulk string");
+    };
+    String::from_utf8_lossy(&info)
+        .lines()
+        .find_map(|line| line.strip_prefix("blocked_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("blocked_clients in INFO clients")
+}
+
 /// walnut's `/metrics` page, as text.
 pub fn metrics_text(metrics_port: u16) -> String {
     use std::io::{Read, Write};
