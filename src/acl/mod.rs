@@ -60,6 +60,9 @@ impl User {
             Handling::Route(_) | Handling::Split(_) | Handling::Block(_) => {
                 self.commands == CommandClass::ReadWrite
             }
+            Handling::Everywhere(command) => {
+                command.only_reads() || self.commands == CommandClass::ReadWrite
+            }
             Handling::Refuse(_) => false,
         }
     }

@@ -67,6 +67,14 @@ impl SlotTable {
         self.shards.get(usize::from(index))
     }
 
+    /// Every shard's master, each once, in pool order.
+    pub fn masters(&self) -> Vec<usize> {
+        let mut masters: Vec<usize> = self.shards.iter().map(|shard| shard.master).collect();
+        masters.sort_unstable();
+        masters.dedup();
+        masters
+    }
+
     /// True when no slot is served (no slot map yet).
     pub fn is_empty(&self) -> bool {
         self.shards.is_empty()

@@ -10,6 +10,7 @@ pub mod dedicated;
 pub mod doorman;
 pub mod error;
 pub mod exchange;
+pub mod fanout;
 pub mod health;
 pub mod lease;
 pub mod listener;

@@ -233,6 +233,8 @@ impl RedisProtocol {
             Dispatch::Split { kind } => split(core, snapshot, kind, &request),
             Dispatch::Block { keys, wait } => block(core, snapshot, &request, keys, wait),
             Dispatch::Stateful(command) => self.stateful(core, snapshot, command, &request),
+            Dispatch::Everywhere(kind) => super::fanout::everywhere(core, snapshot, &request, kind),
+            Dispatch::Scan => super::fanout::scan(core, snapshot, &request),
             Dispatch::SetClientName { name } => {
                 // An empty name clears it, as in Redis.
                 self.client_name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
@@ -258,6 +260,8 @@ fn forwards(decision: &Dispatch<'_>) -> bool {
             | Dispatch::Split { .. }
             | Dispatch::Block { .. }
             | Dispatch::Stateful(_)
+            | Dispatch::Everywhere(_)
+            | Dispatch::Scan
     )
 }
 
@@ -423,53 +427,15 @@ fn pubsub_everywhere(core: &mut Core, snapshot: &PoolSnapshot, request: &Request
             String::from_utf8_lossy(&sub[..sub.len().min(64)]).to_ascii_lowercase()
         ))));
     };
-    let parts: Vec<(usize, Bytes)> = (0..snapshot.servers.len())
+    let parts = (0..snapshot.servers.len())
         .map(|server| (server, request.frame().clone()))
         .collect();
-    if parts.is_empty() {
-        return core.push_error(&BackendError::ConnectionRefused);
-    }
-    let merger = PubsubFanout {
-        merge,
-        replies: vec![None; parts.len()],
+    let merge = move |replies: &[&[u8]]| {
+        merge
+            .merge(replies)
+            .ok_or_else(|| BackendError::InvalidReply.to_string())
     };
-    core.forward_split(snapshot, parts, Box::new(merger));
-}
-
-/// Merges every server's `PUBSUB` answer.
-struct PubsubFanout {
-    merge: PubsubMerge,
-    replies: Vec<Option<Result<Bytes, String>>>,
-}
-
-impl Merger for PubsubFanout {
-    fn accept(&mut self, part: usize, reply: Result<Bytes, String>) -> bool {
-        if let Some(slot) = self.replies.get_mut(part) {
-            *slot = Some(reply);
-        }
-        self.is_complete()
-    }
-    fn is_complete(&self) -> bool {
-        self.replies.iter().all(Option::is_some)
-    }
-    fn finish(&self) -> Bytes {
-        let mut frames = Vec::with_capacity(self.replies.len());
-        for reply in self.replies.iter().flatten() {
-            match reply {
-                Ok(frame) => frames.push(&frame[..]),
-                Err(text) => return Bytes::from(dispatch::error_reply(text)),
-            }
-        }
-        match self.merge.merge(&frames) {
-            Some(reply) => Bytes::from(reply),
-            None => Bytes::from(dispatch::error_reply(
-                &BackendError::InvalidReply.to_string(),
-            )),
-        }
-    }
-    fn is_proxy_error(&self) -> bool {
-        self.replies.iter().flatten().any(Result::is_err)
-    }
+    super::fanout::gather(core, snapshot, parts, Box::new(merge));
 }
 
 impl RedisProtocol {

@@ -136,6 +136,28 @@ pub enum BlockKeys {
     TimeoutNumkeys,
 }
 
+/// A command asked of every server holding data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Everywhere {
+    /// Sent whole to each, the replies merged this way.
+    Merge(super::fanout::Fanout),
+    /// `SCRIPT LOAD|EXISTS|FLUSH`: the merge depends on the subcommand.
+    Script,
+    /// `SCAN cursor …`: walnut's cursor names the server and that server's cursor.
+    Scan,
+}
+
+impl Everywhere {
+    /// True when it only reads (`DBSIZE`, `KEYS`, `RANDOMKEY`, `SCAN`): a read-only user may
+    /// send it.
+    pub fn only_reads(self) -> bool {
+        !matches!(
+            self,
+            Everywhere::Script | Everywhere::Merge(super::fanout::Fanout::AllOk)
+        )
+    }
+}
+
 /// What walnut does with a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Handling {
@@ -148,6 +170,9 @@ pub enum Handling {
     Block(BlockKeys),
     /// A transaction or pub/sub command: the session keeps its state.
     Stateful(StateCommand),
+    /// Asked of every server holding data (or, for `SCAN`, of the one its cursor names) and
+    /// merged into one reply.
+    Everywhere(Everywhere),
     Answer(Local),
     Refuse(Refusal),
 }
@@ -186,8 +211,10 @@ const fn sub(name: &'static str, arity: Arity, keys: Keys) -> Subcommand {
     Subcommand { name, arity, keys }
 }
 
+use super::fanout::Fanout;
 use Arity::*;
 use BlockKeys::*;
+use Everywhere::{Merge, Scan, Script};
 use Handling::{Answer, Block, Refuse, Route, Split, Stateful};
 use Keys::*;
 use Local::*;
@@ -252,7 +279,7 @@ pub static COMMANDS: [CommandSpec; 250] = [
     tw("COMMAND", Argz, PLACEHOLDER),
     new("CONFIG", ANY, Refuse(Unsupported)),
     tw("COPY", Argn, TWO_KEYS),
-    new("DBSIZE", ANY, Refuse(Unsupported)),
+    new("DBSIZE", Exact(1), Handling::Everywhere(Merge(Fanout::Sum))),
     new("DEBUG", ANY, Refuse(Unsupported)),
     tw("DECR", Arg0, KEY),
     tw("DECRBY", Arg1, KEY),
@@ -272,8 +299,16 @@ pub static COMMANDS: [CommandSpec; 250] = [
     new("FAILOVER", ANY, Refuse(Unsupported)),
     new("FCALL", AtLeast(3), Route(Numkeys { at: 2 })),
     new("FCALL_RO", AtLeast(3), Route(Numkeys { at: 2 })),
-    new("FLUSHALL", ANY, Refuse(Unsupported)),
-    new("FLUSHDB", ANY, Refuse(Unsupported)),
+    new(
+        "FLUSHALL",
+        AtLeast(1),
+        Handling::Everywhere(Merge(Fanout::AllOk)),
+    ),
+    new(
+        "FLUSHDB",
+        AtLeast(1),
+        Handling::Everywhere(Merge(Fanout::AllOk)),
+    ),
     new("FUNCTION", ANY, Refuse(Unsupported)),
     tw("GEOADD", Argn, KEY),
     tw("GEODIST", Argn, KEY),
@@ -324,7 +359,11 @@ pub static COMMANDS: [CommandSpec; 250] = [
     tw("INCRBY", Arg1, KEY),
     tw("INCRBYFLOAT", Arg1, KEY),
     new("INFO", ANY, Refuse(Unsupported)),
-    new("KEYS", ANY, Refuse(Unsupported)),
+    new(
+        "KEYS",
+        Exact(2),
+        Handling::Everywhere(Merge(Fanout::Concat)),
+    ),
     new("LASTSAVE", ANY, Refuse(Unsupported)),
     new("LATENCY", ANY, Refuse(Unsupported)),
     new("LCS", AtLeast(3), TWO_KEYS),
@@ -376,7 +415,11 @@ pub static COMMANDS: [CommandSpec; 250] = [
         Stateful(StateCommand::Unsubscribe(Subscription::Pattern)),
     ),
     tw("QUIT", Argz, Answer(Quit)),
-    new("RANDOMKEY", ANY, Refuse(Unsupported)),
+    new(
+        "RANDOMKEY",
+        Exact(1),
+        Handling::Everywhere(Merge(Fanout::AnyNonNil)),
+    ),
     new("READONLY", ANY, Refuse(Unsupported)),
     new("READWRITE", ANY, Refuse(Unsupported)),
     new("RENAME", Exact(3), TWO_KEYS),
@@ -392,9 +435,9 @@ pub static COMMANDS: [CommandSpec; 250] = [
     tw("RPUSHX", Argn, KEY),
     tw("SADD", Argn, KEY),
     new("SAVE", ANY, Refuse(Unsupported)),
-    new("SCAN", ANY, Refuse(Unsupported)),
+    new("SCAN", AtLeast(2), Handling::Everywhere(Scan)),
     tw("SCARD", Arg0, KEY),
-    new("SCRIPT", ANY, Refuse(Unsupported)),
+    new("SCRIPT", AtLeast(2), Handling::Everywhere(Script)),
     tw("SDIFF", Argn, ALL_KEYS),
     tw("SDIFFSTORE", Argn, ALL_KEYS),
     new("SELECT", Exact(2), Answer(Select)),
@@ -441,7 +484,7 @@ pub static COMMANDS: [CommandSpec; 250] = [
     ),
     new("SWAPDB", ANY, Refuse(Unsupported)),
     new("SYNC", ANY, Refuse(Unsupported)),
-    new("TIME", ANY, Refuse(Unsupported)),
+    new("TIME", Exact(1), PLACEHOLDER),
     tw("TOUCH", Argx, Split(SplitKind::Touch)),
     tw("TTL", Arg0, KEY),
     tw("TYPE", Arg0, KEY),

@@ -7,8 +7,10 @@
 use std::time::Duration;
 
 use super::command::{
-    self, BlockKeys, CommandSpec, Handling, Keys, Local, Refusal, StateCommand, Subcommand,
+    self, BlockKeys, CommandSpec, Everywhere, Handling, Keys, Local, Refusal, StateCommand,
+    Subcommand,
 };
+use super::fanout::Fanout;
 use super::request::Request;
 
 /// The key twemproxy routes key-less forwarded commands (`COMMAND`, `LOLWUT`) by.
@@ -99,6 +101,10 @@ pub enum Dispatch<'a> {
     Quit,
     /// A transaction or pub/sub command (arity checked): the session keeps its state.
     Stateful(StateCommand),
+    /// Sent whole to every server holding data, the replies merged this way.
+    Everywhere(super::fanout::Fanout),
+    /// `SCAN`: on the server its cursor names (`proto::redis::fanout::ScanCursor`).
+    Scan,
 }
 
 /// How long a blocking command may block, read from its own timeout argument.
@@ -298,6 +304,34 @@ pub fn dispatch_as<'a>(req: &'a Request, spec: Option<&'static CommandSpec>) -> 
         Handling::Route(keys) => route(spec, keys, req),
         Handling::Block(keys) => blocking(spec, keys, req),
         Handling::Stateful(command) => Dispatch::Stateful(command),
+        Handling::Everywhere(Everywhere::Merge(kind)) => Dispatch::Everywhere(kind),
+        Handling::Everywhere(Everywhere::Scan) => Dispatch::Scan,
+        Handling::Everywhere(Everywhere::Script) => script(req),
+    }
+}
+
+/// `SCRIPT LOAD|EXISTS|FLUSH` on every server: one SHA1, the EXISTS answers and-ed, one `+OK`.
+/// `SCRIPT KILL` (which server runs the script?) and `SCRIPT DEBUG` are refused.
+fn script(req: &Request) -> Dispatch<'_> {
+    let sub = req.arg(1).unwrap_or_default();
+    let is = |name: &str| sub.eq_ignore_ascii_case(name.as_bytes());
+    if is("LOAD") {
+        if req.argc() != 3 {
+            return wrong_arity("script|load");
+        }
+        Dispatch::Everywhere(Fanout::Same)
+    } else if is("EXISTS") {
+        if req.argc() < 3 {
+            return wrong_arity("script|exists");
+        }
+        Dispatch::Everywhere(Fanout::AndArrays)
+    } else if is("FLUSH") {
+        Dispatch::Everywhere(Fanout::AllOk)
+    } else {
+        reply_error(&format!(
+            "command 'script|{}' is not supported by walnut",
+            shown(sub).to_ascii_lowercase()
+        ))
     }
 }
 
@@ -1272,12 +1306,6 @@ mod tests {
     #[test]
     fn refused_admin_commands() {
         for name in [
-            "KEYS",
-            "SCAN",
-            "RANDOMKEY",
-            "DBSIZE",
-            "FLUSHALL",
-            "FLUSHDB",
             "INFO",
             "CONFIG",
             "SAVE",
@@ -1288,12 +1316,10 @@ mod tests {
             "SLAVEOF",
             "REPLICAOF",
             "DEBUG",
-            "SCRIPT",
             "FUNCTION",
             "MOVE",
             "MIGRATE",
             "SWAPDB",
-            "TIME",
             "ROLE",
             "CLUSTER",
             "READONLY",

@@ -1,6 +1,7 @@
 //! The Redis RESP codec: request parser, command table and reply parser. No I/O.
 pub mod command;
 pub mod dispatch;
+pub mod fanout;
 pub mod pubsub;
 pub mod readonly;
 pub mod reply;

@@ -57,7 +57,7 @@ pub fn frame<'a>(name: &str, args: impl ExactSizeIterator<Item = &'a [u8]>) -> V
     out
 }
 
-fn push_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn push_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(format!("${}\r\n", bytes.len()).as_bytes());
     out.extend_from_slice(bytes);
     out.extend_from_slice(b"\r\n");
