@@ -582,12 +582,42 @@ pub fn local(port: u16) -> SocketAddr {
 /// what it printed, trimmed.
 #[allow(dead_code)]
 pub fn run_python(what: &str, script: &str, args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(script).args(args);
+    output_of(what, "python3", &mut cmd)
+}
+
+/// Where scripts/install-node-deps installs the Node.js client libraries (ioredis 5).
+pub fn node_modules() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/node/node_modules")
+}
+
+/// Runs a Node.js `script` (`node -e`) with `args` (`process.argv.slice(1)`) and
+/// [`node_modules`] as `NODE_PATH`, asserts it succeeded, and returns what it printed, trimmed.
+/// Fails, saying so, when scripts/install-node-deps has not been run.
+pub fn run_node(what: &str, script: &str, args: &[&str]) -> String {
+    let modules = node_modules();
+    assert!(
+        modules.join("ioredis").join("package.json").is_file(),
+        "{what}: ioredis is not installed in {}: run scripts/install-node-deps",
+        modules.display()
+    );
+    let mut cmd = Command::new("node");
+    cmd.env("NODE_PATH", &modules)
+        .arg("-e")
         .arg(script)
-        .args(args)
+        .arg("--")
+        .args(args);
+    output_of(what, "node (run scripts/install-node-deps)", &mut cmd)
+}
+
+/// Runs `cmd` (the `program` named in a failure), asserts it succeeded, and returns what it
+/// printed, trimmed.
+fn output_of(what: &str, program: &str, cmd: &mut Command) -> String {
+    let out = cmd
+        .stdin(Stdio::null())
         .output()
-        .expect("run python3");
+        .unwrap_or_else(|e| panic!("{what}: cannot run {program}: {e}"));
     assert!(
         out.status.success(),
         "{what}: {}{}",
