@@ -262,3 +262,32 @@ fn time_answers_seconds_and_microseconds() {
     assert!(seconds > 1_700_000_000);
     assert!(micros < 1_000_000);
 }
+
+#[test]
+fn info_has_walnuts_sections_and_the_keyspace_summed() {
+    let s = setup();
+    s.fill(900);
+    let mut client = s.client();
+    let info = bulk_text(&client.cmd_str(&["INFO"]));
+    let version = bulk_text(&s.backends[0].client().cmd_str(&["INFO", "server"]))
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:").map(str::to_string))
+        .expect("redis_version");
+    assert!(
+        info.contains(&format!("redis_version:{version}\r\n")),
+        "{info}"
+    );
+    assert!(info.contains("walnut_version:"), "{info}");
+    assert!(info.contains(&format!("tcp_port:{}\r\n", s.port)), "{info}");
+    assert!(info.contains("connected_clients:1\r\n"), "{info}");
+    assert!(info.contains("loading:0\r\n"), "{info}");
+    assert!(
+        info.ends_with("# Keyspace\r\ndb0:keys=900,expires=0,avg_ttl=0\r\n"),
+        "{info}"
+    );
+    let keyspace = bulk_text(&client.cmd_str(&["INFO", "keyspace"]));
+    assert_eq!(
+        keyspace,
+        "# Keyspace\r\ndb0:keys=900,expires=0,avg_ttl=0\r\n"
+    );
+}

@@ -1,5 +1,5 @@
 //! Commands asked of several servers at once, their replies gathered into one: `PUBSUB`,
-//! `DBSIZE`, `KEYS`, `RANDOMKEY`, `FLUSHDB`/`FLUSHALL`, `SCRIPT LOAD|EXISTS|FLUSH`, and `SCAN`,
+//! `DBSIZE`, `KEYS`, `RANDOMKEY`, `INFO`, `FLUSHDB`/`FLUSHALL`, `SCRIPT LOAD|EXISTS|FLUSH`, and `SCAN`,
 //! whose cursor names the server it continues on. The merging itself is pure
 //! (`proto::redis::fanout`, `proto::redis::pubsub`); this module picks the servers and
 //! reserves the client's one slot.
@@ -11,6 +11,7 @@ use super::pool::PoolSnapshot;
 use super::session::{Core, Merger};
 use crate::proto::redis::dispatch;
 use crate::proto::redis::fanout::{self, Fanout, ScanCursor};
+use crate::proto::redis::info;
 use crate::proto::redis::request::Request;
 
 /// How the gathered replies (one per part, in part order) become the client's reply.
@@ -106,6 +107,40 @@ pub fn scan(core: &mut Core, snapshot: &PoolSnapshot, request: &Request) {
         fanout::scan_reply(reply, at, count).map_err(|err| err.to_string())
     };
     gather(core, snapshot, vec![(server, frame)], Box::new(merge));
+}
+
+/// `INFO [section …]`: `INFO` of every primary, merged with walnut's own sections.
+pub fn info(core: &mut Core, snapshot: &PoolSnapshot, request: &Request) {
+    let sections = info::Sections::parse(request.args().skip(1));
+    let stats = core.pool_stats();
+    let config = &snapshot.config;
+    let own = info::Own {
+        walnut_version: env!("CARGO_PKG_VERSION"),
+        mode: if config.redis_cluster {
+            "cluster"
+        } else {
+            "standalone"
+        },
+        process_id: std::process::id(),
+        tcp_port: config
+            .listen_text
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or(0),
+        connected_clients: stats.client_connections.get(),
+        forward_errors: stats.forward_error.get(),
+        fragments: stats.fragments.get(),
+    };
+    let frame = Bytes::from_static(b"*1\r\n$4\r\nINFO\r\n");
+    let parts = primaries(snapshot)
+        .into_iter()
+        .map(|server| (server, frame.clone()))
+        .collect();
+    let merge = move |replies: &[&[u8]]| {
+        info::merge(&own, &sections, replies).map_err(|err| err.to_string())
+    };
+    gather(core, snapshot, parts, Box::new(merge));
 }
 
 /// A number to pick a random server's reply by (`RANDOMKEY`): the clock's nanoseconds mixed

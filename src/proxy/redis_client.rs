@@ -235,6 +235,7 @@ impl RedisProtocol {
             Dispatch::Stateful(command) => self.stateful(core, snapshot, command, &request),
             Dispatch::Everywhere(kind) => super::fanout::everywhere(core, snapshot, &request, kind),
             Dispatch::Scan => super::fanout::scan(core, snapshot, &request),
+            Dispatch::Info => super::fanout::info(core, snapshot, &request),
             Dispatch::SetClientName { name } => {
                 // An empty name clears it, as in Redis.
                 self.client_name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
@@ -262,6 +263,7 @@ fn forwards(decision: &Dispatch<'_>) -> bool {
             | Dispatch::Stateful(_)
             | Dispatch::Everywhere(_)
             | Dispatch::Scan
+            | Dispatch::Info
     )
 }
 

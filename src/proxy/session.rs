@@ -224,6 +224,11 @@ impl Core {
     }
 
     /// This client's id (stable for the connection).
+    /// The pool's counters.
+    pub fn pool_stats(&self) -> &PoolStats {
+        &self.stats
+    }
+
     pub fn client_id(&self) -> u64 {
         self.id
     }

@@ -145,10 +145,12 @@ pub enum Everywhere {
     Script,
     /// `SCAN cursor …`: walnut's cursor names the server and that server's cursor.
     Scan,
+    /// `INFO [section …]`: walnut's own sections, the keyspace summed over the servers.
+    Info,
 }
 
 impl Everywhere {
-    /// True when it only reads (`DBSIZE`, `KEYS`, `RANDOMKEY`, `SCAN`): a read-only user may
+    /// True when it only reads (`DBSIZE`, `KEYS`, `RANDOMKEY`, `SCAN`, `INFO`): a read-only user may
     /// send it.
     pub fn only_reads(self) -> bool {
         !matches!(
@@ -358,7 +360,7 @@ pub static COMMANDS: [CommandSpec; 250] = [
     tw("INCR", Arg0, KEY),
     tw("INCRBY", Arg1, KEY),
     tw("INCRBYFLOAT", Arg1, KEY),
-    new("INFO", ANY, Refuse(Unsupported)),
+    new("INFO", AtLeast(1), Handling::Everywhere(Everywhere::Info)),
     new(
         "KEYS",
         Exact(2),

@@ -105,6 +105,8 @@ pub enum Dispatch<'a> {
     Everywhere(super::fanout::Fanout),
     /// `SCAN`: on the server its cursor names (`proto::redis::fanout::ScanCursor`).
     Scan,
+    /// `INFO [section …]`: walnut's sections and the servers' keyspace (`proto::redis::info`).
+    Info,
 }
 
 /// How long a blocking command may block, read from its own timeout argument.
@@ -306,6 +308,7 @@ pub fn dispatch_as<'a>(req: &'a Request, spec: Option<&'static CommandSpec>) -> 
         Handling::Stateful(command) => Dispatch::Stateful(command),
         Handling::Everywhere(Everywhere::Merge(kind)) => Dispatch::Everywhere(kind),
         Handling::Everywhere(Everywhere::Scan) => Dispatch::Scan,
+        Handling::Everywhere(Everywhere::Info) => Dispatch::Info,
         Handling::Everywhere(Everywhere::Script) => script(req),
     }
 }
@@ -1306,7 +1309,6 @@ mod tests {
     #[test]
     fn refused_admin_commands() {
         for name in [
-            "INFO",
             "CONFIG",
             "SAVE",
             "BGSAVE",

@@ -28,7 +28,7 @@ pub enum Fanout {
 /// Why replies could not be merged: a reply of the wrong shape (walnut's error text).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("walnut: a server's reply cannot be merged ({0})")]
-pub struct MergeError(&'static str);
+pub struct MergeError(pub &'static str);
 
 /// Merges `replies`, one per server (at least one), with `pick` choosing for `AnyNonNil`.
 pub fn merge(kind: Fanout, replies: &[&[u8]], pick: usize) -> Result<Vec<u8>, MergeError> {

@@ -2,6 +2,7 @@
 pub mod command;
 pub mod dispatch;
 pub mod fanout;
+pub mod info;
 pub mod pubsub;
 pub mod readonly;
 pub mod reply;
