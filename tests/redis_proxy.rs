@@ -148,6 +148,29 @@ fn ping_and_quit_are_answered_by_walnut() {
 }
 
 #[test]
+fn client_id_and_flags_are_answered_with_the_sessions_own_state() {
+    let backend = RedisServer::start();
+    let (_walnut, mut client, port) = start_walnut(&[&backend], "");
+    let mut other = RespClient::connect(&format!("127.0.0.1:{port}"));
+    let (Value::Int(one), Value::Int(two)) = (
+        client.cmd_str(&["CLIENT", "ID"]),
+        other.cmd_str(&["CLIENT", "ID"]),
+    ) else {
+        panic!("CLIENT ID answers an integer");
+    };
+    assert_ne!(one, two, "each session has its own id");
+    assert_eq!(client.cmd_str(&["CLIENT", "ID"]), Value::Int(one), "stable");
+    assert_eq!(client.cmd_str(&["CLIENT", "NO-EVICT", "on"]), ok());
+    assert_eq!(client.cmd_str(&["CLIENT", "NO-TOUCH", "off"]), ok());
+    assert_eq!(client.cmd_str(&["CLIENT", "SETNAME", "worker-1"]), ok());
+    assert_eq!(
+        client.cmd_str(&["CLIENT", "GETNAME"]),
+        Value::bulk("worker-1")
+    );
+    assert_eq!(other.cmd_str(&["CLIENT", "GETNAME"]), Value::Nil);
+}
+
+#[test]
 fn unknown_commands_and_bad_arity_get_errors_and_keep_the_connection() {
     let backend = RedisServer::start();
     let (_walnut, mut client, _) = start_walnut(&[&backend], "");

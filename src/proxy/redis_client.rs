@@ -241,6 +241,9 @@ impl RedisProtocol {
                 self.client_name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
                 core.push_ready(Bytes::from_static(dispatch::OK));
             }
+            Dispatch::ClientId => {
+                core.push_ready(Bytes::from(format!(":{}\r\n", core.client_id())))
+            }
             Dispatch::GetClientName => {
                 let reply = match &self.client_name {
                     Some(name) => dispatch::bulk(name),

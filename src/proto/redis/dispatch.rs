@@ -97,6 +97,8 @@ pub enum Dispatch<'a> {
     SetClientName { name: &'a [u8] },
     /// `CLIENT GETNAME`: the remembered name, or a null bulk.
     GetClientName,
+    /// `CLIENT ID`: the session's id, unique in the process.
+    ClientId,
     /// `QUIT`: write pending replies, then close.
     Quit,
     /// A transaction or pub/sub command (arity checked): the session keeps its state.
@@ -392,7 +394,8 @@ fn answer_locally<'a>(spec: &CommandSpec, local: Local, req: &'a Request) -> Dis
     }
 }
 
-/// `CLIENT SETNAME|GETNAME|SETINFO`, the subcommands client libraries send on connect.
+/// `CLIENT SETNAME|GETNAME|SETINFO|ID|NO-EVICT|NO-TOUCH`, answered with the session's own
+/// state (the ones client libraries send on connect among them).
 fn client(req: &Request) -> Dispatch<'_> {
     let sub = req.arg(1).unwrap_or_default();
     let argc = req.argc();
@@ -416,6 +419,28 @@ fn client(req: &Request) -> Dispatch<'_> {
             return wrong_arity("client|setinfo");
         }
         Dispatch::Reply(OK.to_vec())
+    } else if is("ID") {
+        if argc != 2 {
+            return wrong_arity("client|id");
+        }
+        Dispatch::ClientId
+    } else if is("NO-EVICT") || is("NO-TOUCH") {
+        // Accepted as Redis does; the session's requests share backend connections, so
+        // neither changes what the servers do.
+        let name = if is("NO-EVICT") {
+            "no-evict"
+        } else {
+            "no-touch"
+        };
+        if argc != 3 {
+            return wrong_arity(&format!("client|{name}"));
+        }
+        let flag = req.arg(2).unwrap_or_default();
+        if flag.eq_ignore_ascii_case(b"ON") || flag.eq_ignore_ascii_case(b"OFF") {
+            Dispatch::Reply(OK.to_vec())
+        } else {
+            reply_error("syntax error")
+        }
     } else {
         reply_error(&format!(
             "command 'client|{}' is not supported by walnut",
@@ -1115,6 +1140,12 @@ mod tests {
         check("CLIENT SETINFO lib-name redis-py", reply("+OK"));
         check("client setinfo LIB-VER 5.0", reply("+OK"));
         check("CLIENT SETINFO lib-name", arity("client|setinfo"));
+        check("CLIENT ID", Dispatch::ClientId);
+        check("client id x", arity("client|id"));
+        check("CLIENT NO-EVICT on", reply("+OK"));
+        check("CLIENT NO-TOUCH OFF", reply("+OK"));
+        check("CLIENT NO-TOUCH maybe", reply("-ERR syntax error"));
+        check("CLIENT NO-EVICT", arity("client|no-evict"));
         check(
             "CLIENT SETNAME app",
             Dispatch::SetClientName { name: b"app" },
