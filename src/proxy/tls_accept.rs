@@ -71,7 +71,11 @@ pub fn start(socket: DetachedStream, client: Admitted, acceptor: Arc<Acceptor>) 
 async fn handshake(socket: DetachedStream, client: Admitted, acceptor: Arc<Acceptor>) {
     let id = client.id;
     let stats = client.pool.stats.clone();
-    let done = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept(socket, &acceptor)).await;
+    // Pinned here, not a temporary: a client cut off by the timeout keeps its socket (inside
+    // the unfinished handshake) until it is counted, so whoever sees the close sees the count.
+    let accepting = accept(socket, &acceptor);
+    tokio::pin!(accepting);
+    let done = tokio::time::timeout(HANDSHAKE_TIMEOUT, &mut accepting).await;
     let failure = match done {
         Ok(Ok(handoff)) => {
             stats.tls_handshakes.inc();
