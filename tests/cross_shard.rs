@@ -17,9 +17,13 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with("")
+}
+
+fn setup_with(extra: &str) -> Setup {
     let backends: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
     let port = free_port();
-    let config = common::ketama_pool("shards", port, &backends, "");
+    let config = common::ketama_pool("shards", port, &backends, extra);
     let walnut = ProxyProcess::walnut(&config, &[local(port)]);
     Setup {
         backends,
@@ -196,6 +200,23 @@ fn flushdb_and_flushall_empty_every_server() {
         client.cmd_str(&["FLUSHDB", "SOMETIMES"]),
         err("ERR syntax error")
     );
+}
+
+#[test]
+fn allow_flush_false_refuses_flushdb_and_flushall_and_nothing_is_flushed() {
+    let s = setup_with("  allow_flush: false\n");
+    s.fill(300);
+    let mut client = s.client();
+    assert_eq!(
+        client.cmd_str(&["FLUSHDB"]),
+        err("ERR command 'flushdb' is disabled in pool 'shards' (allow_flush: false)")
+    );
+    assert_eq!(
+        client.cmd_str(&["FLUSHALL", "ASYNC"]),
+        err("ERR command 'flushall' is disabled in pool 'shards' (allow_flush: false)")
+    );
+    assert_eq!(s.sizes().iter().sum::<i64>(), 300);
+    assert_eq!(client.cmd_str(&["DBSIZE"]), Value::Int(300));
 }
 
 #[test]

@@ -97,6 +97,8 @@ pub struct PoolConfig {
     pub server_connections: u32,
     /// walnut: dedicated connections per server for blocking commands (default 64).
     pub dedicated_connections: u32,
+    /// walnut: whether FLUSHDB and FLUSHALL reach the servers (default true, as in Redis).
+    pub allow_flush: bool,
     pub server_retry_timeout_ms: u64,
     pub server_failure_limit: u32,
     /// walnut: `hash: server_name` + `distribution: server_name`: a key's routing part (its

@@ -46,6 +46,7 @@ enum Directive {
     AutoEjectHosts,
     ServerConnections,
     DedicatedConnections,
+    AllowFlush,
     ServerRetryTimeout,
     ServerFailureLimit,
     EjectPolicy,
@@ -64,7 +65,7 @@ enum Directive {
 /// twemproxy's `conf_commands`, plus `reuseport` (added after 0.5.0), plus walnut's own
 /// `eject_policy`, `health_probe`, and its nested directives (`yaml::TREE_DIRECTIVES`).
 /// Case-sensitive.
-const DIRECTIVES: [(&str, Directive); 29] = [
+const DIRECTIVES: [(&str, Directive); 30] = [
     ("listen", Directive::Listen),
     ("hash", Directive::Hash),
     ("hash_tag", Directive::HashTag),
@@ -81,6 +82,7 @@ const DIRECTIVES: [(&str, Directive); 29] = [
     ("auto_eject_hosts", Directive::AutoEjectHosts),
     ("server_connections", Directive::ServerConnections),
     ("dedicated_connections", Directive::DedicatedConnections),
+    ("allow_flush", Directive::AllowFlush),
     ("server_retry_timeout", Directive::ServerRetryTimeout),
     ("server_failure_limit", Directive::ServerFailureLimit),
     ("eject_policy", Directive::EjectPolicy),
@@ -182,6 +184,7 @@ struct Settings {
     auto_eject_hosts: Option<bool>,
     server_connections: Option<u32>,
     dedicated_connections: Option<u32>,
+    allow_flush: Option<bool>,
     server_retry_timeout: Option<u32>,
     server_failure_limit: Option<u32>,
     eject_policy: Option<EjectPolicy>,
@@ -254,6 +257,7 @@ impl Settings {
             Directive::RedisDb => self.redis_db = Some(number(value)?),
             Directive::ServerConnections => self.server_connections = Some(number(value)?),
             Directive::DedicatedConnections => self.dedicated_connections = Some(number(value)?),
+            Directive::AllowFlush => self.allow_flush = Some(boolean(value)?),
             Directive::ServerRetryTimeout => self.server_retry_timeout = Some(number(value)?),
             Directive::ServerFailureLimit => self.server_failure_limit = Some(number(value)?),
             Directive::Redis => self.redis = Some(boolean(value)?),
@@ -600,6 +604,7 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
             dedicated_connections: s
                 .dedicated_connections
                 .unwrap_or(defaults::DEDICATED_CONNECTIONS),
+            allow_flush: s.allow_flush.unwrap_or(true),
             server_retry_timeout_ms: s
                 .server_retry_timeout
                 .map_or(defaults::SERVER_RETRY_TIMEOUT_MS, u64::from),

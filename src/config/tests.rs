@@ -703,3 +703,11 @@ fn dedicated_connections_defaults_to_64_and_is_bounded() {
         );
     }
 }
+
+#[test]
+fn allow_flush_defaults_to_true() {
+    let base = "s:\n  listen: 127.0.0.1:22121\n  redis: true\n  servers:\n   - 127.0.0.1:6379:1\n";
+    assert!(ok(base).pools[0].allow_flush);
+    let off = base.replace("  servers:", "  allow_flush: false\n  servers:");
+    assert!(!ok(&off).pools[0].allow_flush);
+}

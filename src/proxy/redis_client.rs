@@ -233,6 +233,16 @@ impl RedisProtocol {
             Dispatch::Split { kind } => split(core, snapshot, kind, &request),
             Dispatch::Block { keys, wait } => block(core, snapshot, &request, keys, wait),
             Dispatch::Stateful(command) => self.stateful(core, snapshot, command, &request),
+            Dispatch::Everywhere(_)
+                if !snapshot.config.allow_flush
+                    && spec.is_some_and(|spec| matches!(spec.name, "FLUSHDB" | "FLUSHALL")) =>
+            {
+                let name = spec.map_or("", |spec| spec.name).to_ascii_lowercase();
+                core.push_ready(Bytes::from(dispatch::error_reply(&format!(
+                    "command '{name}' is disabled in pool '{}' (allow_flush: false)",
+                    snapshot.config.name
+                ))))
+            }
             Dispatch::Everywhere(kind) => super::fanout::everywhere(core, snapshot, &request, kind),
             Dispatch::Scan => super::fanout::scan(core, snapshot, &request),
             Dispatch::Info => super::fanout::info(core, snapshot, &request),
