@@ -456,8 +456,18 @@ impl ProxyProcess {
     /// One stats document from the stats port, as raw text.
     pub fn stats_json(&self) -> String {
         use std::io::Read;
-        let mut stream =
-            TcpStream::connect(("127.0.0.1", self.stats_port)).expect("connect to the stats port");
+        // A test that waited on nothing (so as not to take a client place) may ask before
+        // the stats port, which opens after the pool listeners, is up.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut stream = loop {
+            match TcpStream::connect(("127.0.0.1", self.stats_port)) {
+                Ok(stream) => break stream,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("connect to the stats port: {e}"),
+            }
+        };
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
