@@ -7,15 +7,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, local, Process, ProxyProcess, RedisServer, RespClient, TempDir, Value};
-
-fn ok() -> Value {
-    Value::Status("OK".into())
-}
-
-fn err(text: &str) -> Value {
-    Value::Error(text.into())
-}
+use common::{
+    err, free_port, local, ok, Process, ProxyProcess, RedisServer, RespClient, TempDir, Value,
+};
 
 fn users_pool(listen: u16, backend: &RedisServer) -> String {
     format!(

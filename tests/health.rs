@@ -10,11 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::mc::{mc_hit, mc_set, mixed_round, text, McClient};
-use common::{free_port, local, MemcachedServer, ProxyProcess, RedisServer, RespClient, Value};
-
-fn ok() -> Value {
-    Value::Status("OK".into())
-}
+use common::{free_port, local, ok, MemcachedServer, ProxyProcess, RedisServer, RespClient, Value};
 
 fn pool_config(port: u16, backends: &[RedisServer], extra: &str) -> String {
     // md5 spreads short similar keys; twemproxy's default fnv1a_64 clusters them.

@@ -5,15 +5,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{free_port, local, ProxyProcess, RedisServer, RespClient, TempDir, Value};
-
-fn ok() -> Value {
-    Value::Status("OK".into())
-}
-
-fn err(text: &str) -> Value {
-    Value::Error(text.into())
-}
+use common::{err, free_port, local, ok, ProxyProcess, RedisServer, RespClient, TempDir, Value};
 
 /// A redis pool on a free port over `backends`, with extra directives.
 fn pool_config(port: u16, backends: &[&RedisServer], extra: &str) -> String {

@@ -10,12 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::mc::{mc_hit, mc_set, mc_value, mixed_round, text, McClient};
-use common::{free_port, local, MemcachedServer, ProxyProcess, RedisServer, RespClient, Value};
+use common::{
+    err, free_port, local, ok, MemcachedServer, ProxyProcess, RedisServer, RespClient, Value,
+};
 use nix::sys::signal::Signal;
-
-fn ok() -> Value {
-    Value::Status("OK".into())
-}
 
 /// A pool over `servers` given as (backend index, weight).
 fn pool(name: &str, port: u16, backends: &[RedisServer], servers: &[(usize, u32)]) -> String {
@@ -974,10 +972,6 @@ fn server_metrics(
         .iter()
         .map(|name| samples(scrape, name, &[("pool", "alpha"), ("server", server)]))
         .collect()
-}
-
-fn err(text: &str) -> Value {
-    Value::Error(text.to_string())
 }
 
 #[test]
