@@ -169,13 +169,7 @@ pub struct Pool {
 
 /// `*N\r\n$len\r\narg\r\n…` for handshake commands.
 fn command_frame(args: &[&[u8]]) -> Bytes {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    Bytes::from(out)
+    Bytes::from(crate::proto::redis::pubsub::frame_of_bulks(args))
 }
 
 /// AUTH before SELECT: the other order fails with NOAUTH (a twemproxy bug walnut fixes).

@@ -5,7 +5,7 @@
 //! A merged reply is an error when any server's is one (the first, as it came): a fan-out
 //! either worked everywhere or the client hears why not.
 
-use super::pubsub::push_bulk;
+use super::pubsub::{frame_of_bulks, push_bulk};
 use super::request::Request;
 
 /// How the replies of every server become one.
@@ -32,7 +32,7 @@ pub struct MergeError(pub &'static str);
 
 /// Merges `replies`, one per server (at least one), with `pick` choosing for `AnyNonNil`.
 pub fn merge(kind: Fanout, replies: &[&[u8]], pick: usize) -> Result<Vec<u8>, MergeError> {
-    if let Some(error) = replies.iter().find(|r| r.first() == Some(&b'-')) {
+    if let Some(error) = first_error(replies) {
         return Ok(error.to_vec());
     }
     let first = replies.first().ok_or(MergeError("no reply"))?;
@@ -90,6 +90,11 @@ pub fn merge(kind: Fanout, replies: &[&[u8]], pick: usize) -> Result<Vec<u8>, Me
     }
 }
 
+/// The first error reply among `replies`: what a merged reply is when any server failed.
+pub(super) fn first_error<'r>(replies: &[&'r [u8]]) -> Option<&'r [u8]> {
+    replies.iter().copied().find(|r| r.first() == Some(&b'-'))
+}
+
 /// `:n\r\n` → n.
 fn integer(reply: &[u8]) -> Option<i64> {
     let line = reply.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
@@ -115,6 +120,17 @@ fn integers(reply: &[u8]) -> Option<Vec<bool>> {
         rest = &body[end + 2..];
     }
     rest.is_empty().then_some(flags)
+}
+
+/// A bulk string at the start of `reply`: its data and what follows it.
+pub(super) fn bulk(reply: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = reply.strip_prefix(b"$")?;
+    let end = rest.windows(2).position(|w| w == b"\r\n")?;
+    let len: usize = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    let start = end + 2;
+    let data = rest.get(start..start.checked_add(len)?)?;
+    let after = rest.get(start + len..)?.strip_prefix(b"\r\n")?;
+    Some((data, after))
 }
 
 /// Where a client's `SCAN` cursor points: a server, and that server's cursor.
@@ -161,11 +177,7 @@ pub fn scan_request(request: &Request, cursor: ScanCursor) -> Vec<u8> {
             _ => request.arg(i).unwrap_or_default(),
         })
         .collect();
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        push_bulk(&mut out, arg);
-    }
-    out
+    frame_of_bulks(&args)
 }
 
 /// The server's `SCAN` reply with its cursor replaced by walnut's; errors pass unchanged.
@@ -174,15 +186,7 @@ pub fn scan_reply(reply: &[u8], at: ScanCursor, servers: usize) -> Result<Vec<u8
         return Ok(reply.to_vec());
     }
     let shape = MergeError("SCAN reply");
-    let body = reply.strip_prefix(b"*2\r\n$").ok_or(shape)?;
-    let end = body.windows(2).position(|w| w == b"\r\n").ok_or(shape)?;
-    let len: usize = std::str::from_utf8(&body[..end])
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .ok_or(shape)?;
-    let start = end + 2;
-    let text = body.get(start..start + len).ok_or(shape)?;
-    let keys = body.get(start + len + 2..).ok_or(shape)?;
+    let (text, keys) = reply.strip_prefix(b"*2\r\n").and_then(bulk).ok_or(shape)?;
     let next: u64 = std::str::from_utf8(text)
         .ok()
         .and_then(|n| n.parse().ok())

@@ -48,7 +48,7 @@ impl Sections {
 /// database's `keys` and `expires` summed over `replies` (the servers' `INFO` bulk replies);
 /// `avg_ttl` is the largest. An error reply from a server is the answer.
 pub fn merge(own: &Own, sections: &Sections, replies: &[&[u8]]) -> Result<Vec<u8>, MergeError> {
-    if let Some(error) = replies.iter().find(|r| r.first() == Some(&b'-')) {
+    if let Some(error) = super::fanout::first_error(replies) {
         return Ok(error.to_vec());
     }
     let texts: Vec<&str> = replies
@@ -131,11 +131,8 @@ pub fn merge(own: &Own, sections: &Sections, replies: &[&[u8]]) -> Result<Vec<u8
 
 /// The text of a bulk-string reply.
 fn bulk_text(reply: &[u8]) -> Option<&str> {
-    let rest = reply.strip_prefix(b"$")?;
-    let end = rest.windows(2).position(|w| w == b"\r\n")?;
-    let len: usize = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
-    let body = rest.get(end + 2..end + 2 + len)?;
-    std::str::from_utf8(body).ok()
+    let (data, _) = super::fanout::bulk(reply)?;
+    std::str::from_utf8(data).ok()
 }
 
 /// `name:value` in an INFO text.

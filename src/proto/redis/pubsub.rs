@@ -188,7 +188,7 @@ impl PubsubMerge {
     /// The client's reply from every server's `replies`; an error reply from any is passed
     /// on, and an unparsable one is `None`.
     pub fn merge(self, replies: &[&[u8]]) -> Option<Vec<u8>> {
-        if let Some(error) = replies.iter().find(|r| r.first() == Some(&b'-')) {
+        if let Some(error) = super::fanout::first_error(replies) {
             return Some(error.to_vec());
         }
         match self {
@@ -243,7 +243,8 @@ impl PubsubMerge {
     }
 }
 
-fn frame_of_bulks(names: &[&[u8]]) -> Vec<u8> {
+/// A RESP array of bulk strings (a command frame).
+pub(crate) fn frame_of_bulks(names: &[&[u8]]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", names.len()).into_bytes();
     for name in names {
         push_bulk(&mut out, name);
