@@ -1,7 +1,9 @@
 //! The Redis RESP codec: request parser, command table and reply parser. No I/O.
 pub mod command;
 pub mod dispatch;
+pub mod encode;
 pub mod fanout;
+pub mod hello;
 pub mod info;
 pub mod pubsub;
 pub mod readonly;
