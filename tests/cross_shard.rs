@@ -8,35 +8,25 @@ mod common;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use common::{err, free_port, local, ok, ProxyProcess, RedisServer, RespClient, Value};
+use common::{err, ok, RespClient, Value};
 
-struct Setup {
-    backends: Vec<RedisServer>,
-    _walnut: ProxyProcess,
-    port: u16,
-}
+use common::Shards as Setup;
 
 fn setup() -> Setup {
     setup_with("")
 }
 
 fn setup_with(extra: &str) -> Setup {
-    let backends: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
-    let port = free_port();
-    let config = common::ketama_pool("shards", port, &backends, extra);
-    let walnut = ProxyProcess::walnut(&config, &[local(port)]);
-    Setup {
-        backends,
-        _walnut: walnut,
-        port,
-    }
+    Setup::start("shards", 3, extra)
 }
 
-impl Setup {
-    fn client(&self) -> RespClient {
-        RespClient::connect(&format!("127.0.0.1:{}", self.port))
-    }
+/// What these tests ask of their servers.
+trait Fill {
+    fn fill(&self, count: usize) -> BTreeSet<String>;
+    fn sizes(&self) -> Vec<i64>;
+}
 
+impl Fill for Setup {
     /// `count` keys `k:0…`, written through walnut with pipelined SETs.
     fn fill(&self, count: usize) -> BTreeSet<String> {
         let mut client = self.client();

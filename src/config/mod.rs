@@ -92,6 +92,9 @@ pub struct PoolConfig {
     pub reuseport: bool,
     pub redis_auth: Option<String>,
     pub redis_db: u32,
+    /// walnut: how many databases clients may `SELECT` (0 to `databases - 1`; default 16, as
+    /// in Redis). Each database a client selects gets its own shared backend connections.
+    pub databases: u32,
     pub preconnect: bool,
     pub auto_eject_hosts: bool,
     pub server_connections: u32,

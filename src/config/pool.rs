@@ -24,6 +24,7 @@ pub(crate) mod defaults {
     pub const SERVER_CONNECTIONS: u32 = 1;
     /// walnut: dedicated connections (blocking commands) per server.
     pub const DEDICATED_CONNECTIONS: u32 = 64;
+    pub const DATABASES: u32 = 16;
     pub const SERVER_RETRY_TIMEOUT_MS: u64 = 30_000;
     pub const SERVER_FAILURE_LIMIT: u32 = 2;
 }
@@ -42,6 +43,7 @@ enum Directive {
     Reuseport,
     RedisAuth,
     RedisDb,
+    Databases,
     Preconnect,
     AutoEjectHosts,
     ServerConnections,
@@ -65,7 +67,7 @@ enum Directive {
 /// twemproxy's `conf_commands`, plus `reuseport` (added after 0.5.0), plus walnut's own
 /// `eject_policy`, `health_probe`, and its nested directives (`yaml::TREE_DIRECTIVES`).
 /// Case-sensitive.
-const DIRECTIVES: [(&str, Directive); 30] = [
+const DIRECTIVES: [(&str, Directive); 31] = [
     ("listen", Directive::Listen),
     ("hash", Directive::Hash),
     ("hash_tag", Directive::HashTag),
@@ -78,6 +80,7 @@ const DIRECTIVES: [(&str, Directive); 30] = [
     ("reuseport", Directive::Reuseport),
     ("redis_auth", Directive::RedisAuth),
     ("redis_db", Directive::RedisDb),
+    ("databases", Directive::Databases),
     ("preconnect", Directive::Preconnect),
     ("auto_eject_hosts", Directive::AutoEjectHosts),
     ("server_connections", Directive::ServerConnections),
@@ -100,6 +103,8 @@ const DIRECTIVES: [(&str, Directive); 30] = [
 
 /// The most dedicated connections a pool may keep per server.
 const MAX_DEDICATED_CONNECTIONS: u32 = 10_000;
+/// The most databases a pool lets clients select (each costs a few bytes per server until used).
+const MAX_DATABASES: u32 = 1024;
 
 /// The walnut value of `hash` and `distribution` that routes a key to the server it names.
 const SERVER_NAME: &str = "server_name";
@@ -180,6 +185,7 @@ struct Settings {
     reuseport: Option<bool>,
     redis_auth: Option<String>,
     redis_db: Option<u32>,
+    databases: Option<u32>,
     preconnect: Option<bool>,
     auto_eject_hosts: Option<bool>,
     server_connections: Option<u32>,
@@ -255,6 +261,7 @@ impl Settings {
             Directive::Backlog => self.backlog = Some(number(value)?),
             Directive::ClientConnections => self.client_connections = Some(number(value)?),
             Directive::RedisDb => self.redis_db = Some(number(value)?),
+            Directive::Databases => self.databases = Some(number(value)?),
             Directive::ServerConnections => self.server_connections = Some(number(value)?),
             Directive::DedicatedConnections => self.dedicated_connections = Some(number(value)?),
             Directive::AllowFlush => self.allow_flush = Some(boolean(value)?),
@@ -481,6 +488,17 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
             "conf: pool '{pool}': directive \"dedicated_connections:\" must be between 1 and {MAX_DEDICATED_CONNECTIONS}"
         ));
     }
+    if s.databases.is_some_and(|n| n == 0 || n > MAX_DATABASES) {
+        err(format!(
+            "conf: pool '{pool}': directive \"databases:\" must be between 1 and {MAX_DATABASES}"
+        ));
+    }
+    let databases = s.databases.unwrap_or(defaults::DATABASES);
+    if s.redis_db.is_some_and(|db| db >= databases) && (1..=MAX_DATABASES).contains(&databases) {
+        err(format!(
+            "conf: pool '{pool}': directive \"redis_db\" must be below \"databases\" ({databases})"
+        ));
+    }
     if s.server_connections == Some(0) {
         err(format!(
             "conf: pool '{pool}': directive \"server_connections:\" cannot be 0"
@@ -598,6 +616,7 @@ pub(crate) fn build(raw: &RawPool, file: &str, errs: &mut Vec<ConfigError>) -> P
             reuseport: s.reuseport.unwrap_or(false),
             redis_auth: s.redis_auth,
             redis_db: s.redis_db.unwrap_or(defaults::REDIS_DB),
+            databases: s.databases.unwrap_or(defaults::DATABASES),
             preconnect: s.preconnect.unwrap_or(false),
             auto_eject_hosts: s.auto_eject_hosts.unwrap_or(false),
             server_connections: s.server_connections.unwrap_or(defaults::SERVER_CONNECTIONS),

@@ -705,6 +705,24 @@ fn dedicated_connections_defaults_to_64_and_is_bounded() {
 }
 
 #[test]
+fn databases_defaults_to_16_is_bounded_and_holds_redis_db() {
+    let base = "s:\n  listen: 127.0.0.1:22121\n  redis: true\n  servers:\n   - 127.0.0.1:6379:1\n";
+    assert_eq!(ok(base).pools[0].databases, 16);
+    let set = base.replace("  servers:", "  databases: 4\n  redis_db: 3\n  servers:");
+    assert_eq!(ok(&set).pools[0].databases, 4);
+    for bad in ["0", "1025"] {
+        assert_eq!(
+            errors(&base.replace("  servers:", &format!("  databases: {bad}\n  servers:"))),
+            [r#"conf: pool 's': directive "databases:" must be between 1 and 1024"#]
+        );
+    }
+    assert_eq!(
+        errors(&base.replace("  servers:", "  databases: 4\n  redis_db: 4\n  servers:")),
+        [r#"conf: pool 's': directive "redis_db" must be below "databases" (4)"#]
+    );
+}
+
+#[test]
 fn allow_flush_defaults_to_true() {
     let base = "s:\n  listen: 127.0.0.1:22121\n  redis: true\n  servers:\n   - 127.0.0.1:6379:1\n";
     assert!(ok(base).pools[0].allow_flush);

@@ -22,7 +22,7 @@ use super::health::{ProbeKind, ServerHealth};
 use super::stream::{connect, Stream};
 use crate::config::ServerAddr;
 use crate::proto::memcache;
-use crate::proto::redis::reply::{ReplyDecoder, ReplyKind};
+use crate::proto::redis::reply::{Protocol, ReplyDecoder, ReplyKind};
 use crate::stats::{ConnectionStats, ServerStats};
 
 /// Requests taken off the queue and not yet answered, per connection; beyond this the
@@ -52,6 +52,60 @@ pub struct ReplyTo {
     /// own requests to that server take.
     pub client: u64,
     pub worker: usize,
+    /// The client's database and protocol: a redirected request takes the same lane.
+    pub lane: Lane,
+}
+
+/// Which of a server's sets of shared connections a request takes: the database its client
+/// selected and the protocol it agreed (`HELLO 3`). Each lane's connections are set up for
+/// it once (`SELECT n`, `HELLO 3`), so clients of every database and protocol share
+/// pipelined connections and nobody needs one of their own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Lane {
+    pub db: u32,
+    pub resp3: bool,
+}
+
+impl Lane {
+    /// The protocol of the lane's replies.
+    pub fn protocol(self) -> Protocol {
+        if self.resp3 {
+            Protocol::Resp3
+        } else {
+            Protocol::Resp2
+        }
+    }
+
+    /// The handshake of a connection of this lane: the server's own (`AUTH`, its `SELECT`,
+    /// `READONLY`, `ROLE`) with `HELLO 3` after `AUTH` for RESP3 and the lane's `SELECT`.
+    pub fn handshake(self, steps: &[(&'static str, Bytes)]) -> Vec<(&'static str, Bytes)> {
+        let mut out = Vec::with_capacity(steps.len() + 2);
+        let auth = steps.iter().take_while(|(label, _)| *label == "AUTH");
+        out.extend(auth.cloned());
+        if self.resp3 {
+            out.push((
+                "HELLO 3",
+                Bytes::from_static(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"),
+            ));
+        }
+        if self.db != 0 {
+            let db = self.db.to_string();
+            out.push((
+                "SELECT",
+                Bytes::from(crate::proto::redis::pubsub::frame_of_bulks(&[
+                    b"SELECT",
+                    db.as_bytes(),
+                ])),
+            ));
+        }
+        out.extend(
+            steps
+                .iter()
+                .filter(|(label, _)| *label != "AUTH" && *label != "SELECT")
+                .cloned(),
+        );
+        out
+    }
 }
 
 /// A reply, or the reason there is none, for one request or fragment.
@@ -231,9 +285,10 @@ pub fn spawn_connection(
     info: Arc<ServerInfo>,
     preconnect: bool,
     worker: usize,
+    lane: Lane,
 ) -> mpsc::UnboundedSender<BackendRequest> {
     let (tx, rx) = mpsc::unbounded_channel();
-    super::workers::spawn_on(worker, connection_loop(info, rx, preconnect));
+    super::workers::spawn_on(worker, connection_loop(info, rx, preconnect, lane));
     tx
 }
 
@@ -256,6 +311,7 @@ async fn connection_loop(
     info: Arc<ServerInfo>,
     mut queue: mpsc::UnboundedReceiver<BackendRequest>,
     preconnect: bool,
+    lane: Lane,
 ) {
     // Requests that must go out before anything else in the queue: never sent yet.
     let mut retry: VecDeque<BackendRequest> = VecDeque::new();
@@ -290,7 +346,7 @@ async fn connection_loop(
         match connected {
             Ok(stream) => {
                 info.stats.server_connections.inc();
-                let closed = serve(stream, &info, &mut queue, &mut retry).await;
+                let closed = serve(stream, &info, lane, &mut queue, &mut retry).await;
                 info.stats.server_connections.dec();
                 info.connections.closed();
                 match closed {
@@ -471,6 +527,7 @@ impl Pipeline {
 async fn serve(
     mut stream: Stream,
     info: &ServerInfo,
+    lane: Lane,
     queue: &mut mpsc::UnboundedReceiver<BackendRequest>,
     retry: &mut VecDeque<BackendRequest>,
 ) -> Option<Closed> {
@@ -483,11 +540,14 @@ async fn serve(
     };
     let mut eof = false;
     let mut buffer = ReadBuffer::new();
-    let mut decoder = ReplyCodec::for_server(info.probe);
+    let mut decoder = ReplyCodec::for_server(info.probe, lane.protocol());
     let mut queue_open = true;
     let mut held = Held::default();
 
-    let handshake = info.handshake.load_full();
+    let handshake = match info.probe {
+        ProbeKind::Redis => lane.handshake(&info.handshake.load()),
+        ProbeKind::Memcache => Vec::new(),
+    };
     // A Sentinel pool's master is used only once `ROLE` says it is one: until the handshake
     // is answered, no request is sent.
     let mut gated = handshake.iter().any(|(label, _)| *label == "ROLE");
@@ -701,6 +761,8 @@ struct Decoded {
     overloaded: bool,
     /// memcached's meta no-op reply, `MN`.
     noop: bool,
+    /// A RESP3 push (out of band: it answers no request).
+    push: bool,
 }
 
 /// The reply decoder for the protocol the server speaks.
@@ -710,9 +772,12 @@ enum ReplyCodec {
 }
 
 impl ReplyCodec {
-    fn for_server(kind: ProbeKind) -> ReplyCodec {
+    fn for_server(kind: ProbeKind, protocol: Protocol) -> ReplyCodec {
         match kind {
-            ProbeKind::Redis => ReplyCodec::Redis(ReplyDecoder::default()),
+            ProbeKind::Redis => ReplyCodec::Redis(ReplyDecoder::with_protocol(
+                crate::proto::redis::reply::DEFAULT_MAX_REPLY_BYTES,
+                protocol,
+            )),
             ProbeKind::Memcache => ReplyCodec::Memcache(memcache::reply::ReplyDecoder::default()),
         }
     }
@@ -734,6 +799,7 @@ impl ReplyCodec {
                     error: reply.kind == ReplyKind::Error,
                     overloaded: matches!(reply.error_word(), Some(b"OOM" | b"BUSY" | b"LOADING")),
                     noop: false,
+                    push: reply.kind == ReplyKind::Push,
                     frame: reply.frame,
                 })),
             ReplyCodec::Memcache(decoder) => Ok(decoder
@@ -744,6 +810,7 @@ impl ReplyCodec {
                     // twemproxy's memcache_failure is always false.
                     overloaded: false,
                     noop: reply.kind == memcache::reply::ReplyKind::MetaNoop,
+                    push: false,
                     frame: reply.frame,
                 })),
         }
@@ -768,6 +835,12 @@ fn dispatch_replies(
                 return Err(BackendError::InvalidReply);
             }
         };
+        if reply.push {
+            // Shared connections subscribe to nothing and track nothing, so a push here
+            // belongs to no client: it is dropped, never matched to a request.
+            debug!(pool = %info.pool_name, server = %info.name, "push message on a shared connection dropped");
+            continue;
+        }
         // A quiet-mode request gathers what comes before its `MN`.
         if let Some(InFlight::Client {
             gathered: Some(gathered),
@@ -844,6 +917,9 @@ fn dispatch_replies(
                         // Every request on this connection would be refused: the server
                         // is failing, as far as the pool is concerned.
                         info.report_failure(&BackendError::AuthRefused(text));
+                    } else if what == "SELECT" || what == "HELLO 3" {
+                        // Requests would run in the wrong database or protocol.
+                        return Err(BackendError::SetupRefused { step: what, text });
                     }
                 }
             }
@@ -872,6 +948,7 @@ mod tests {
                 part: 0,
                 client: 0,
                 worker: 0,
+                lane: Lane::default(),
             },
             deadline: None,
             until_noop: false,
@@ -983,7 +1060,7 @@ mod tests {
     fn a_large_value_is_read_in_place_and_its_memory_reused_once_dropped() {
         let reply = bulk(1 << 20);
         let mut buffer = ReadBuffer::new();
-        let mut codec = ReplyCodec::for_server(ProbeKind::Redis);
+        let mut codec = ReplyCodec::for_server(ProbeKind::Redis, Protocol::Resp2);
         let (frames, copied) = read_replies(&mut buffer, &mut codec, &reply);
         assert_eq!(frames.len(), 1);
         assert_eq!(&frames[0][..], &reply[..]);
@@ -1010,7 +1087,7 @@ mod tests {
     #[test]
     fn a_header_claiming_a_huge_value_reserves_nothing_ahead_of_its_bytes() {
         let mut buffer = ReadBuffer::new();
-        let mut codec = ReplyCodec::for_server(ProbeKind::Redis);
+        let mut codec = ReplyCodec::for_server(ProbeKind::Redis, Protocol::Resp2);
         let mut input = b"$1000000000\r\n".to_vec();
         input.resize(200_000, b'v');
         let (frames, _) = read_replies(&mut buffer, &mut codec, &input);
@@ -1035,7 +1112,7 @@ mod tests {
         }
         reply.extend_from_slice(b"END\r\n");
         let mut buffer = ReadBuffer::new();
-        let mut codec = ReplyCodec::for_server(ProbeKind::Memcache);
+        let mut codec = ReplyCodec::for_server(ProbeKind::Memcache, Protocol::Resp2);
         let (frames, copied) = read_replies(&mut buffer, &mut codec, &reply);
         assert_eq!(frames.len(), 1);
         assert_eq!(&frames[0][..], &reply[..]);
@@ -1045,7 +1122,7 @@ mod tests {
     #[test]
     fn spares_are_bounded() {
         let mut buffer = ReadBuffer::new();
-        let mut codec = ReplyCodec::for_server(ProbeKind::Redis);
+        let mut codec = ReplyCodec::for_server(ProbeKind::Redis, Protocol::Resp2);
         let mut held = Vec::new();
         for len in [
             1 << 20,

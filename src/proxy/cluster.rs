@@ -345,14 +345,7 @@ fn resend(server: Option<Arc<Server>>, request: BackendRequest, reply: Bytes) {
         };
         return request.reply_to.deliver(Err(err));
     };
-    let bytes = request.frame.len() as u64;
-    server.info.stats.enqueue(bytes);
-    let connection = server.connection_for(request.reply_to.client, request.reply_to.worker);
-    if let Err(refused) = connection.send(request) {
-        refused
-            .0
-            .fail(BackendError::ConnectionRefused, &server.info.stats);
-    }
+    server.enqueue(request);
 }
 
 #[cfg(test)]

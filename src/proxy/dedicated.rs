@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::backend::{ReplyTo, ServerInfo};
+use super::backend::{Lane, ReplyTo, ServerInfo};
 use super::error::BackendError;
 use super::exchange::read_reply;
 use super::stream::Stream;
@@ -37,7 +37,8 @@ pub struct Dedicated {
     limit: usize,
     /// Open now: idle plus in use (the bound).
     open: AtomicUsize,
-    idle: Mutex<Vec<Stream>>,
+    /// Idle connections and the lane each is set up for (database, protocol).
+    idle: Mutex<Vec<(Lane, Stream)>>,
 }
 
 /// One blocking command for [`Dedicated::run`].
@@ -93,7 +94,8 @@ impl Dedicated {
             redirects,
             asking: false,
         };
-        let mut stream = match self.take().await {
+        let lane = reply_to.lane;
+        let mut stream = match self.take(lane).await {
             Ok(stream) => stream,
             Err(err) => {
                 stats.unqueued(bytes);
@@ -102,14 +104,14 @@ impl Dedicated {
         };
         let Some(client) = reply_to.tx.clone() else {
             stats.unqueued(bytes);
-            return self.give_back(stream);
+            return self.give_back(lane, stream);
         };
         let sent_at = Instant::now();
         let mut sent = false;
         let exchange = async {
             let (mut reader, mut writer) = stream.split();
             let mut input = BytesMut::new();
-            let mut decoder = ReplyDecoder::new(MAX_REPLY);
+            let mut decoder = ReplyDecoder::with_protocol(MAX_REPLY, lane.protocol());
             if asking {
                 send(&mut writer, ASKING).await?;
                 read_reply(&mut reader, &mut decoder, &mut input, READ_CHUNK).await?;
@@ -138,7 +140,7 @@ impl Dedicated {
                     .flatten();
                 if let Some((next, asking)) = redirect {
                     if clean {
-                        self.give_back(stream);
+                        self.give_back(lane, stream);
                     } else {
                         self.discard(stream);
                     }
@@ -153,7 +155,7 @@ impl Dedicated {
                 let dirty = !clean || cut_by_failover(&Ok(reply.clone()));
                 self.answer(again(reply_to), Ok(reply), started);
                 if !dirty {
-                    return self.give_back(stream);
+                    return self.give_back(lane, stream);
                 }
             }
             Some(Err(err)) => {
@@ -190,13 +192,16 @@ impl Dedicated {
             .failover_blocking(&self.info, request, outcome);
     }
 
-    /// An idle connection, or a new one if the bound allows.
-    pub(super) async fn take(&self) -> Result<Stream, BackendError> {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .pop();
+    /// An idle connection of `lane`, or a new one if the bound allows.
+    pub(super) async fn take(&self, lane: Lane) -> Result<Stream, BackendError> {
+        let idle = {
+            let mut idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let found = idle.iter().rposition(|(of, _)| *of == lane);
+            found.map(|index| idle.swap_remove(index).1)
+        };
         if let Some(stream) = idle {
             self.info.stats.dedicated_idle.dec();
             return Ok(stream);
@@ -213,7 +218,7 @@ impl Dedicated {
             });
         }
         self.info.stats.dedicated_connections.inc();
-        match self.connect().await {
+        match self.connect(lane).await {
             Ok(stream) => Ok(stream),
             Err(err) => {
                 self.closed_one();
@@ -223,11 +228,12 @@ impl Dedicated {
         }
     }
 
-    /// A new connection, through the server's handshake (AUTH, SELECT, READONLY, ROLE).
-    async fn connect(&self) -> Result<Stream, BackendError> {
+    /// A new connection, through the server's handshake for `lane` (AUTH, HELLO 3, SELECT,
+    /// READONLY, ROLE).
+    async fn connect(&self, lane: Lane) -> Result<Stream, BackendError> {
         let tls = self.info.server_tls();
         let mut stream = super::stream::connect(&self.info.addr, tls.as_deref()).await?;
-        let handshake = self.info.handshake.load_full();
+        let handshake = lane.handshake(&self.info.handshake.load());
         if handshake.is_empty() {
             return Ok(stream);
         }
@@ -238,7 +244,7 @@ impl Dedicated {
         }
         send(&mut writer, &out).await?;
         let mut input = BytesMut::new();
-        let mut decoder = ReplyDecoder::new(MAX_REPLY);
+        let mut decoder = ReplyDecoder::with_protocol(MAX_REPLY, lane.protocol());
         for (label, _) in handshake.iter() {
             let reply = read_reply(&mut reader, &mut decoder, &mut input, READ_CHUNK).await?;
             if *label == "ROLE" && !reply.frame.starts_with(b"*3\r\n$6\r\nmaster\r\n") {
@@ -250,21 +256,25 @@ impl Dedicated {
                     "pool '{}': server '{}' refused walnut's {label} on a dedicated connection: {text}",
                     self.info.pool_name, self.info.name
                 );
-                if *label == "AUTH" {
-                    return Err(BackendError::AuthRefused(text));
+                match *label {
+                    "AUTH" => return Err(BackendError::AuthRefused(text)),
+                    step @ ("SELECT" | "HELLO 3") => {
+                        return Err(BackendError::SetupRefused { step, text })
+                    }
+                    _ => {}
                 }
             }
         }
         Ok(stream)
     }
 
-    pub(super) fn give_back(&self, stream: Stream) {
+    pub(super) fn give_back(&self, lane: Lane, stream: Stream) {
         let mut idle = self
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push(stream);
+            idle.push((lane, stream));
             self.info.stats.dedicated_idle.inc();
             return;
         }
@@ -300,6 +310,7 @@ fn cut_by_failover(outcome: &Result<Bytes, BackendError>) -> bool {
             BackendError::TimedOut
                 | BackendError::DedicatedExhausted { .. }
                 | BackendError::AuthRefused(_)
+                | BackendError::SetupRefused { .. }
         ),
     }
 }

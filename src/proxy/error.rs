@@ -35,6 +35,13 @@ pub enum BackendError {
     /// walnut: the server refused walnut's `AUTH` (`redis_auth`, `redis_username`).
     #[error("the server refused walnut's AUTH: {0}")]
     AuthRefused(String),
+    /// walnut: the server refused the `SELECT` or `HELLO 3` that puts a connection in the
+    /// client's database or protocol; nothing is sent there in the wrong one.
+    #[error("the server refused walnut's {step}: {text}")]
+    SetupRefused { step: &'static str, text: String },
+    /// walnut: the client's database is beyond the pool's `databases` (Redis's text).
+    #[error("DB index is out of range")]
+    DbOutOfRange,
     /// walnut: `read_from: replica` and the key's shard has no healthy replica.
     #[error("no healthy replica for the key's shard (read_from: replica)")]
     NoReplica,

@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::backend::ReplyTo;
+use super::backend::{Lane, ReplyTo};
 use super::dedicated::{send, sleep_until, Dedicated, MAX_REPLY, READ_CHUNK};
 use super::error::BackendError;
 use super::exchange::read_reply;
@@ -41,11 +41,12 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Takes a connection of `dedicated` (opened in the background) for one client.
-    pub fn start(dedicated: &Arc<Dedicated>) -> Lease {
+    /// Takes a connection of `dedicated` in the client's `lane` (opened in the background)
+    /// for one client.
+    pub fn start(dedicated: &Arc<Dedicated>, lane: Lane) -> Lease {
         let (requests, queue) = mpsc::unbounded_channel();
         let dedicated = dedicated.clone();
-        tokio::spawn(async move { run(dedicated, queue).await });
+        tokio::spawn(async move { run(dedicated, lane, queue).await });
         Lease { requests }
     }
 
@@ -68,8 +69,12 @@ struct InFlight {
     sent_at: Instant,
 }
 
-async fn run(dedicated: Arc<Dedicated>, mut queue: mpsc::UnboundedReceiver<LeaseRequest>) {
-    let mut stream = match dedicated.take().await {
+async fn run(
+    dedicated: Arc<Dedicated>,
+    lane: Lane,
+    mut queue: mpsc::UnboundedReceiver<LeaseRequest>,
+) {
+    let mut stream = match dedicated.take(lane).await {
         Ok(stream) => stream,
         Err(err) => return fail_all(&mut queue, err).await,
     };
@@ -81,7 +86,7 @@ async fn run(dedicated: Arc<Dedicated>, mut queue: mpsc::UnboundedReceiver<Lease
     let failure = {
         let (mut reader, mut writer) = stream.split();
         let mut input = BytesMut::new();
-        let mut decoder = ReplyDecoder::new(MAX_REPLY);
+        let mut decoder = ReplyDecoder::with_protocol(MAX_REPLY, lane.protocol());
         let mut batch = Vec::new();
         loop {
             if !open && in_flight.is_empty() {
@@ -145,7 +150,7 @@ async fn run(dedicated: Arc<Dedicated>, mut queue: mpsc::UnboundedReceiver<Lease
         }
     };
     match failure {
-        None if clean => dedicated.give_back(stream),
+        None if clean => dedicated.give_back(lane, stream),
         None => dedicated.discard(stream),
         Some(err) => {
             dedicated.discard(stream);

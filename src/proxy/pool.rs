@@ -3,7 +3,7 @@
 //! while client sessions read it without a lock.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::backend::{spawn_connection, BackendRequest, ServerInfo, ServerOwner};
+use super::backend::{spawn_connection, BackendRequest, Lane, ServerInfo, ServerOwner};
 use super::error::BackendError;
 use super::health::{self, ProbeKind, ServerHealth};
 use super::session::DrainTally;
@@ -24,12 +24,20 @@ use crate::route::PoolRouter;
 use crate::stats::{ConnectionStats, PoolStats, ServerStats};
 use crate::tls;
 
+/// One lane's shared connections to a server.
+type Connections = Box<[mpsc::UnboundedSender<BackendRequest>]>;
+
 /// One backend server and its connections.
 #[derive(Debug)]
 pub struct Server {
     pub info: Arc<ServerInfo>,
-    /// Connection `i` runs on worker `placement.first_worker + i` (mod the worker count).
+    /// The pool's own lane (its `redis_db`, RESP2), opened with the server. Connection `i`
+    /// runs on worker `placement.first_worker + i` (mod the worker count).
     connections: Vec<mpsc::UnboundedSender<BackendRequest>>,
+    default_lane: Lane,
+    /// Every other lane (database × protocol, `Lane::index`), opened the first time a client
+    /// of it sends something, with as many connections on the same workers.
+    lanes: Box<[OnceLock<Connections>]>,
     /// Connections of its own for each blocking command.
     pub dedicated: Arc<super::dedicated::Dedicated>,
     placement: Placement,
@@ -40,15 +48,53 @@ impl Server {
     /// requests to one server stay in order even with `server_connections > 1`. It is one that
     /// runs on the client's own worker when there is one, so the request never wakes another
     /// thread.
+    ///
+    /// `None` for a lane beyond the pool's `databases` (a reload lowered it).
     pub fn connection_for(
         &self,
         client_id: u64,
         worker: usize,
-    ) -> &mpsc::UnboundedSender<BackendRequest> {
+        lane: Lane,
+    ) -> Option<&mpsc::UnboundedSender<BackendRequest>> {
         let index = self
             .placement
             .connection_index(self.connections.len(), worker, client_id);
-        &self.connections[index]
+        if lane == self.default_lane {
+            return Some(&self.connections[index]);
+        }
+        let slot = (lane.db as usize)
+            .checked_mul(2)
+            .map(|i| i + usize::from(lane.resp3))
+            .and_then(|i| self.lanes.get(i))?;
+        let connections = slot.get_or_init(|| {
+            (0..self.connections.len())
+                .map(|i| {
+                    let worker = self.placement.first_worker + i;
+                    spawn_connection(self.info.clone(), false, worker, lane)
+                })
+                .collect()
+        });
+        Some(&connections[index])
+    }
+
+    /// Queues `request` on the connection its client and lane take (a redirect, a request
+    /// handed to a replacement); one that cannot be queued fails.
+    pub fn enqueue(&self, request: BackendRequest) {
+        let stats = &self.info.stats;
+        stats.enqueue(request.frame.len() as u64);
+        let reply_to = &request.reply_to;
+        let Some(connection) = self.connection_for(reply_to.client, reply_to.worker, reply_to.lane)
+        else {
+            return request.fail(BackendError::DbOutOfRange, stats);
+        };
+        if let Err(refused) = connection.send(request) {
+            refused.0.fail(BackendError::ConnectionRefused, stats);
+        }
+    }
+
+    /// The lanes it can serve: one per database and protocol.
+    fn lane_count(&self) -> usize {
+        self.lanes.len()
     }
 }
 
@@ -316,6 +362,8 @@ impl Pool {
                     old.info.name == server.name
                         && (old.info.addr == server.addr || sentinel)
                         && old.connections.len() == config.server_connections.max(1) as usize
+                        && old.lane_count() == lanes_of(&config)
+                        && old.default_lane == default_lane(&config)
                         && old.info.probe == probe_kind(&config)
                 });
                 match kept {
@@ -524,15 +572,7 @@ impl Pool {
             return requests;
         };
         for request in requests {
-            let bytes = request.frame.len() as u64;
-            replacement.info.stats.enqueue(bytes);
-            let connection =
-                replacement.connection_for(request.reply_to.client, request.reply_to.worker);
-            if let Err(refused) = connection.send(request) {
-                refused
-                    .0
-                    .fail(BackendError::ConnectionRefused, &replacement.info.stats);
-            }
+            replacement.enqueue(request);
         }
         Vec::new()
     }
@@ -890,18 +930,39 @@ fn new_server_with_stats(
         info.clone(),
         config.dedicated_connections.max(1) as usize,
     ));
+    let lane = default_lane(config);
     let connections = (0..config.server_connections.max(1) as usize)
         .map(|i| {
             let worker = placement.first_worker + i;
-            spawn_connection(info.clone(), config.preconnect && i == 0, worker)
+            spawn_connection(info.clone(), config.preconnect && i == 0, worker, lane)
         })
         .collect();
     Arc::new(Server {
         info,
         connections,
+        default_lane: lane,
+        lanes: (0..lanes_of(config)).map(|_| OnceLock::new()).collect(),
         dedicated,
         placement,
     })
+}
+
+/// The lane a pool's clients start in: its `redis_db`, RESP2.
+pub fn default_lane(config: &PoolConfig) -> Lane {
+    Lane {
+        db: config.redis_db,
+        resp3: false,
+    }
+}
+
+/// How many lanes a server of the pool has: two protocols for each database (a Redis
+/// Cluster has only database 0; memcached has no lanes but the pool's own).
+fn lanes_of(config: &PoolConfig) -> usize {
+    match (config.redis, config.redis_cluster) {
+        (false, _) => 0,
+        (true, true) => 2,
+        (true, false) => 2 * config.databases.max(1) as usize,
+    }
 }
 
 /// Waits `server_retry_timeout`, then returns the server to the continuum: at once (twemproxy),

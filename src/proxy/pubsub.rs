@@ -86,7 +86,12 @@ impl Subscriptions {
         let mut parts: Vec<(ServerKey, Bytes)> = Vec::new();
         for &name in names {
             if self.held(kind, name) {
-                reply.extend(confirmation(word, Some(name), self.count(kind)));
+                reply.extend(confirmation(
+                    word,
+                    Some(name),
+                    self.count(kind),
+                    core.lane.protocol(),
+                ));
                 continue;
             }
             let servers = match servers_for(snapshot, kind, name) {
@@ -111,7 +116,12 @@ impl Subscriptions {
                     None
                 }
             };
-            reply.extend(confirmation(word, Some(&name), self.count(kind)));
+            reply.extend(confirmation(
+                word,
+                Some(&name),
+                self.count(kind),
+                core.lane.protocol(),
+            ));
         }
         self.send(core, kind, true, reply, parts);
     }
@@ -125,7 +135,7 @@ impl Subscriptions {
             names => names.iter().map(|n| Bytes::copy_from_slice(n)).collect(),
         };
         if names.is_empty() {
-            let reply = confirmation(word, None, self.count(kind));
+            let reply = confirmation(word, None, self.count(kind), core.lane.protocol());
             return core.push_ready(Bytes::from(reply));
         }
         let mut reply = Vec::new();
@@ -142,7 +152,12 @@ impl Subscriptions {
                     parts.push((key, name.clone()));
                 }
             }
-            reply.extend(confirmation(word, Some(&name), self.count(kind)));
+            reply.extend(confirmation(
+                word,
+                Some(&name),
+                self.count(kind),
+                core.lane.protocol(),
+            ));
         }
         self.send(core, kind, false, reply, parts);
     }

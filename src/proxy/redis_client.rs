@@ -5,6 +5,7 @@ use bytes::{Bytes, BytesMut};
 
 use std::sync::Arc;
 
+use super::backend::Lane;
 use super::error::BackendError;
 use super::pool::PoolSnapshot;
 use super::pubsub::Subscriptions;
@@ -13,7 +14,9 @@ use super::transaction::{Queued, Transactions, CROSSSLOT};
 use crate::config::ReadFrom;
 use crate::proto::redis::command::{self, StateCommand};
 use crate::proto::redis::dispatch::{self, Dispatch, KeyRange, KeyRanges, SplitKind};
+use crate::proto::redis::hello::{self, HelloOption};
 use crate::proto::redis::pubsub::{subscribed_pong, PubsubMerge};
+use crate::proto::redis::reply::Protocol as RespProtocol;
 use crate::proto::redis::request::{Limits, Request, RequestDecoder};
 use crate::proto::redis::split::{self, Merge};
 use crate::route::RouteError;
@@ -42,8 +45,9 @@ pub struct RedisProtocol {
 /// answered, so it never overtakes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Path {
-    /// The shared, pipelined connections.
-    Shared,
+    /// The shared, pipelined connections of the client's lane (database and protocol): a
+    /// `SELECT` or `HELLO` that changes lane waits for what went over the old one.
+    Shared(Lane),
     /// A blocking command's own dedicated connection.
     Own,
     /// A transaction's leased connection (numbered per transaction).
@@ -74,7 +78,7 @@ impl Protocol for RedisProtocol {
             client_name: None,
             transactions: Transactions::default(),
             subscriptions: Subscriptions::default(),
-            last_path: Path::Shared,
+            last_path: Path::Shared(super::pool::default_lane(&snapshot.config)),
             stash: None,
         }
     }
@@ -128,7 +132,7 @@ impl RedisProtocol {
     fn handle_request(&mut self, core: &mut Core, snapshot: &Arc<PoolSnapshot>, request: Request) {
         let spec = command::lookup(request.arg(0).unwrap_or_default());
         let decision = dispatch::dispatch_as(&request, spec);
-        if let Some(path) = self.path_of(&decision) {
+        if let Some(path) = self.path_of(&decision, core.lane) {
             if path != self.last_path || path == Path::Own {
                 if !core.all_answered() {
                     // Handled once everything before it is answered (Request is a cheap,
@@ -147,7 +151,8 @@ impl RedisProtocol {
                 return core.push_ready(Bytes::from(reply));
             }
         }
-        if self.subscriptions.is_subscribed() {
+        // RESP3 lets a subscribed client run any command (its messages come as pushes).
+        if self.subscriptions.is_subscribed() && !core.lane.resp3 {
             if let Some(reply) = subscribed_mode(spec, &request) {
                 return core.push_ready(Bytes::from(reply));
             }
@@ -204,6 +209,7 @@ impl RedisProtocol {
                 };
                 core.push_ready(Bytes::from_static(reply));
             }
+            Dispatch::Hello => self.hello(core, snapshot, &request),
             // Errors about the request itself come before authentication, as in Redis.
             Dispatch::Reply(reply) if reply.first() == Some(&b'-') => {
                 core.push_ready(Bytes::from(reply))
@@ -216,6 +222,18 @@ impl RedisProtocol {
                 core.push_ready(Bytes::from_static(noauth))
             }
             Dispatch::Reply(reply) => core.push_ready(Bytes::from(reply)),
+            Dispatch::Select { db } => {
+                let config = &snapshot.config;
+                let reply = if config.redis_cluster && db != 0 {
+                    dispatch::SELECT_IN_CLUSTER
+                } else if !(0..i64::from(config.databases)).contains(&db) {
+                    dispatch::DB_OUT_OF_RANGE
+                } else {
+                    core.lane.db = db as u32;
+                    dispatch::OK
+                };
+                core.push_ready(Bytes::from_static(reply));
+            }
             Dispatch::Forward { key } => {
                 let reads = spec.is_some_and(|spec| reads_from_replicas(snapshot, spec));
                 if reads && !snapshot.config.sentinels.is_empty() {
@@ -257,6 +275,7 @@ impl RedisProtocol {
             Dispatch::GetClientName => {
                 let reply = match &self.client_name {
                     Some(name) => dispatch::bulk(name),
+                    None if core.lane.resp3 => b"_\r\n".to_vec(),
                     None => b"$-1\r\n".to_vec(),
                 };
                 core.push_ready(Bytes::from(reply));
@@ -361,8 +380,72 @@ fn subscribed_mode(spec: Option<&command::CommandSpec>, request: &Request) -> Op
 }
 
 impl RedisProtocol {
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`, applied as Redis applies it: a bad
+    /// protocol version first, then each option in turn (stopping at the first that fails),
+    /// then a bad option's error, then `NOAUTH` for a client still not authenticated; only
+    /// then does the session switch protocol and answer the map, in the new protocol.
+    fn hello(&mut self, core: &mut Core, snapshot: &PoolSnapshot, request: &Request) {
+        let hello = match hello::parse_request(request) {
+            Ok(hello) => hello,
+            Err(err) => return core.push_ready(Bytes::from(err.reply())),
+        };
+        for option in &hello.options {
+            match *option {
+                HelloOption::Auth { username, password } => {
+                    if !self.hello_auth(snapshot, username, password) {
+                        core.count_auth_failure();
+                        return core.push_ready(Bytes::from_static(dispatch::WRONGPASS));
+                    }
+                }
+                HelloOption::SetName(name) => {
+                    self.client_name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
+                }
+            }
+        }
+        if let Some(err) = &hello.error {
+            return core.push_ready(Bytes::from(err.reply()));
+        }
+        if !self.authenticated {
+            return core.push_ready(Bytes::from_static(hello::NOAUTH_HELLO));
+        }
+        if let Some(protocol) = hello.protover {
+            core.lane.resp3 = protocol == RespProtocol::Resp3;
+        }
+        let mode = match snapshot.config.redis_cluster {
+            true => "cluster",
+            false => "standalone",
+        };
+        let reply = hello::HelloReply::redis(
+            hello::REDIS_VERSION,
+            core.lane.protocol(),
+            core.client_id(),
+            mode,
+        );
+        core.push_ready(Bytes::from(reply.encode()));
+    }
+
+    /// `HELLO`'s `AUTH username password`: a `users:` pool's user, or `default` with the
+    /// pool's `redis_auth` (any password when it has none, as Redis's `nopass` default user).
+    fn hello_auth(&mut self, snapshot: &PoolSnapshot, username: &[u8], password: &[u8]) -> bool {
+        let config = &snapshot.config;
+        if let Some(users) = &config.users {
+            let Some(user) = users.authenticate(Some(username), password) else {
+                return false;
+            };
+            self.user = Some(user.name.as_str().into());
+        } else if username != b"default" {
+            return false;
+        } else if let Some(expected) = &config.redis_auth {
+            if expected.as_bytes() != password {
+                return false;
+            }
+        }
+        self.authenticated = true;
+        true
+    }
+
     /// The backend connection `decision` goes over, when it goes to one.
-    fn path_of(&self, decision: &Dispatch<'_>) -> Option<Path> {
+    fn path_of(&self, decision: &Dispatch<'_>, lane: Lane) -> Option<Path> {
         let transactions = &self.transactions;
         let lease = Path::Lease(transactions.path());
         match decision {
@@ -376,12 +459,12 @@ impl RedisProtocol {
                 StateCommand::Unwatch => {
                     (transactions.in_multi() || transactions.is_bound()).then_some(lease)
                 }
-                StateCommand::Pubsub if !transactions.in_multi() => Some(Path::Shared),
+                StateCommand::Pubsub if !transactions.in_multi() => Some(Path::Shared(lane)),
                 _ => None,
             },
             _ if transactions.in_multi() => Some(lease),
             Dispatch::Block { .. } => Some(Path::Own),
-            decision if forwards(decision) => Some(Path::Shared),
+            decision if forwards(decision) => Some(Path::Shared(lane)),
             _ => None,
         }
     }

@@ -111,15 +111,7 @@ pub fn retry_write(
         };
         // Not replaced yet: the same master again, which answers READONLY again (and so
         // comes back here) until the switch.
-        let bytes = request.frame.len() as u64;
-        target.info.stats.enqueue(bytes);
-        let connection = target.connection_for(request.reply_to.client, request.reply_to.worker);
-        if let Err(refused) = connection.send(request) {
-            refused.0.fail(
-                super::error::BackendError::ConnectionRefused,
-                &target.info.stats,
-            );
-        }
+        target.enqueue(request);
     });
 }
 

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Duration, Instant};
 use tracing::{debug, warn};
 
-use super::backend::{BackendRequest, ClientReply, ReplyTo};
+use super::backend::{BackendRequest, ClientReply, Lane, ReplyTo};
 use super::error::BackendError;
 use super::outbox::Outbox;
 use super::pool::{Pool, PoolSnapshot, Server};
@@ -143,6 +143,9 @@ pub struct Core {
     id: u64,
     /// The worker this session runs on; it picks the backend connections on the same thread.
     worker: usize,
+    /// The database and protocol the client is in (`SELECT`, `HELLO`): the lane of shared
+    /// connections its requests take.
+    pub lane: Lane,
     slots: VecDeque<Slot>,
     /// The sequence number of `slots[0]`.
     front_seq: u64,
@@ -283,6 +286,7 @@ impl Core {
             part,
             client: self.id,
             worker: self.worker,
+            lane: self.lane,
         }
     }
 
@@ -369,6 +373,16 @@ impl Core {
         self.send_to(server, frame, Expect::Reply);
     }
 
+    /// Hands `request` to the shared connection of `server` this client's lane takes.
+    fn queue_on(&self, server: &Server, request: BackendRequest) -> Result<(), BackendError> {
+        match server.connection_for(self.id, self.worker, self.lane) {
+            Some(connection) => connection
+                .send(request)
+                .map_err(|_| BackendError::ConnectionRefused),
+            None => Err(BackendError::DbOutOfRange),
+        }
+    }
+
     fn send_to(&mut self, server: &Server, frame: Bytes, expect: Expect) {
         let dropped = expect == Expect::Dropped;
         let bytes = frame.len() as u64;
@@ -380,6 +394,7 @@ impl Core {
                 part: 0,
                 client: self.id,
                 worker: self.worker,
+                lane: self.lane,
             },
             // As in twemproxy, a noreply request has no timeout.
             deadline: if dropped { None } else { self.batch_deadline },
@@ -388,13 +403,13 @@ impl Core {
             asking: false,
         };
         server.info.stats.enqueue(bytes);
-        match server.connection_for(self.id, self.worker).send(request) {
+        match self.queue_on(server, request) {
             Ok(()) if dropped => {}
             Ok(()) => self.push_slot(SlotState::Waiting),
-            Err(_) => {
+            Err(err) => {
                 server.info.stats.unqueued(bytes);
                 if !dropped {
-                    self.push_error(&BackendError::ConnectionRefused);
+                    self.push_error(&err);
                 }
             }
         }
@@ -458,13 +473,9 @@ impl Core {
                 asking: false,
             };
             server.info.stats.enqueue(bytes);
-            if server
-                .connection_for(self.id, self.worker)
-                .send(request)
-                .is_err()
-            {
+            if let Err(err) = self.queue_on(server, request) {
                 server.info.stats.unqueued(bytes);
-                merger.accept(index, Err(BackendError::ConnectionRefused.to_string()));
+                merger.accept(index, Err(err.to_string()));
             }
         }
         self.reserve_merged(merger);
@@ -620,9 +631,11 @@ pub async fn serve_client<P: Protocol>(
 ) {
     let mut replies = None;
     let mut protocol = P::new(&pool.current.load());
+    let lane = super::pool::default_lane(&pool.current.load().config);
     let mut core = Core {
         id,
         worker: super::workers::current(),
+        lane,
         slots: VecDeque::new(),
         front_seq: 0,
         reply_tx: None,

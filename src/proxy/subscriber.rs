@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::backend::ReplyTo;
+use super::backend::{Lane, ReplyTo};
 use super::dedicated::{send, Dedicated, MAX_REPLY, READ_CHUNK};
 use super::error::BackendError;
 use super::exchange::read_reply;
@@ -206,7 +206,8 @@ async fn run(
     let mut backoff = RECONNECT_FIRST;
     let info = dedicated.info().clone();
     loop {
-        let mut stream = match dedicated.take().await {
+        // Channels are not per database, and walnut frames a RESP3 client's pushes itself.
+        let mut stream = match dedicated.take(Lane::default()).await {
             Ok(stream) => stream,
             Err(err) => {
                 state.fail_pending(&err);
@@ -231,7 +232,7 @@ async fn run(
         };
         let ended = connected(&mut stream, &mut state, &mut queue, &push).await;
         match ended {
-            Ended::LetGo(true) => return dedicated.give_back(stream),
+            Ended::LetGo(true) => return dedicated.give_back(Lane::default(), stream),
             Ended::LetGo(false) => return dedicated.discard(stream),
             Ended::Failed(err) => {
                 dedicated.discard(stream);
@@ -295,7 +296,10 @@ async fn connected(
                     Err(err) => return Ended::Failed(BackendError::from(err)),
                 };
                 match pubsub::classify(&frame) {
-                    Pushed::Message => push.clone().deliver(Ok(frame.clone())),
+                    Pushed::Message => {
+                        let message = pubsub::message_for(frame.clone(), push.lane.protocol());
+                        push.clone().deliver(Ok(message))
+                    }
                     Pushed::Confirmation { word, name } => {
                         state.confirmed(word, name, frame.clone())
                     }

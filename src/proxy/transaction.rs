@@ -241,7 +241,7 @@ impl Transaction {
         snapshot: &PoolSnapshot,
         server: usize,
     ) -> Result<(), BackendError> {
-        let lease = Lease::start(&target(snapshot, server)?.dedicated);
+        let lease = Lease::start(&target(snapshot, server)?.dedicated, core.lane);
         let deadline = core.batch_deadline();
         if self.multi {
             lease.send(LeaseRequest {

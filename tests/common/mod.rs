@@ -636,3 +636,32 @@ fn output_of(what: &str, program: &str, cmd: &mut Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// Real redis-servers behind one walnut ketama pool ([`ketama_pool`]), stopped on drop.
+#[allow(dead_code)]
+pub struct Shards {
+    pub backends: Vec<RedisServer>,
+    _walnut: ProxyProcess,
+    pub port: u16,
+}
+
+#[allow(dead_code)]
+impl Shards {
+    /// `servers` redis-servers and walnut in front as pool `pool`, with `extra` directives.
+    pub fn start(pool: &str, servers: usize, extra: &str) -> Shards {
+        let backends: Vec<RedisServer> = (0..servers).map(|_| RedisServer::start()).collect();
+        let port = free_port();
+        let config = ketama_pool(pool, port, &backends, extra);
+        let walnut = ProxyProcess::walnut(&config, &[local(port)]);
+        Shards {
+            backends,
+            _walnut: walnut,
+            port,
+        }
+    }
+
+    /// A new client of walnut.
+    pub fn client(&self) -> RespClient {
+        RespClient::connect(&format!("127.0.0.1:{}", self.port))
+    }
+}

@@ -1,5 +1,5 @@
-//! A small blocking RESP2 client for tests, written independently of walnut's codec so the
-//! tests do not trust the code they test.
+//! A small blocking RESP2/RESP3 client for tests, written independently of walnut's codec so
+//! the tests do not trust the code they test.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-/// A decoded RESP2 value.
+/// A decoded RESP2 value, or a RESP3 one (after `HELLO 3`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
     Status(String),
@@ -17,6 +17,22 @@ pub enum Value {
     Nil,
     Array(Vec<Value>),
     NilArray,
+    /// RESP3 `_`.
+    Null,
+    /// RESP3 `%`: pairs in the order sent.
+    Map(Vec<(Value, Value)>),
+    /// RESP3 `~`.
+    Set(Vec<Value>),
+    /// RESP3 `>`.
+    Push(Vec<Value>),
+    /// RESP3 `,`, as written.
+    Double(String),
+    /// RESP3 `#`.
+    Boolean(bool),
+    /// RESP3 `=`: the format (`txt`) and the text.
+    Verbatim(String, Vec<u8>),
+    /// RESP3 `(`, as written.
+    BigNumber(String),
 }
 
 impl Value {
@@ -117,11 +133,46 @@ impl RespClient {
         String::from_utf8(line).expect("reply line is UTF-8")
     }
 
+    fn read_blob(&mut self, len: &str) -> Vec<u8> {
+        let len: usize = len.parse().expect("blob length");
+        let mut data = vec![0; len + 2];
+        self.reader.read_exact(&mut data).expect("blob data");
+        data.truncate(len);
+        data
+    }
+
+    fn read_values(&mut self, len: &str) -> Vec<Value> {
+        let len: usize = len.parse().expect("aggregate length");
+        (0..len).map(|_| self.read_value()).collect()
+    }
+
     /// Reads one whole reply.
     pub fn read_value(&mut self) -> Value {
         let line = self.read_line();
         let (kind, rest) = line.split_at(1);
         match kind {
+            "_" => Value::Null,
+            "," => Value::Double(rest.to_string()),
+            "#" => Value::Boolean(rest == "t"),
+            "(" => Value::BigNumber(rest.to_string()),
+            "~" => Value::Set(self.read_values(rest)),
+            ">" => Value::Push(self.read_values(rest)),
+            "%" => {
+                let pairs: usize = rest.parse().expect("map length");
+                Value::Map(
+                    (0..pairs)
+                        .map(|_| (self.read_value(), self.read_value()))
+                        .collect(),
+                )
+            }
+            "=" => {
+                let data = self.read_blob(rest);
+                let (format, text) = data.split_at(4.min(data.len()));
+                Value::Verbatim(
+                    String::from_utf8_lossy(&format[..3.min(format.len())]).into_owned(),
+                    text.to_vec(),
+                )
+            }
             "+" => Value::Status(rest.to_string()),
             "-" => Value::Error(rest.to_string()),
             ":" => Value::Int(rest.parse().expect("integer reply")),

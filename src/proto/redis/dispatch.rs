@@ -101,6 +101,11 @@ pub enum Dispatch<'a> {
     ClientId,
     /// `QUIT`: write pending replies, then close.
     Quit,
+    /// `SELECT <db>` with an integer (the session checks it against the pool's `databases`
+    /// and switches its lane of backend connections).
+    Select { db: i64 },
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]` (`proto::redis::hello`).
+    Hello,
     /// A transaction or pub/sub command (arity checked): the session keeps its state.
     Stateful(StateCommand),
     /// Sent whole to every server holding data, the replies merged this way.
@@ -196,8 +201,9 @@ const NUMKEYS_NOT_POSITIVE: &str = "numkeys should be greater than 0";
 const UNBALANCED_STREAMS: &str =
     "Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.";
 const BAD_CLIENT_NAME: &str = "Client names cannot contain spaces, newlines or special characters.";
-const SELECT_NOT_ZERO: &str = "SELECT is not supported by walnut: only SELECT 0 is allowed \
-                               (the pool's database is set by redis_db)";
+/// Redis's answers to a `SELECT` it cannot do.
+pub const DB_OUT_OF_RANGE: &[u8] = b"-ERR DB index is out of range\r\n";
+pub const SELECT_IN_CLUSTER: &[u8] = b"-ERR SELECT is not allowed in cluster mode\r\n";
 
 /// Client-sent bytes as Redis quotes them in errors: at most 128 bytes, lossy UTF-8, and
 /// CR/LF replaced by spaces so the reply stays one line.
@@ -254,38 +260,6 @@ fn refusal(name: &str, why: Refusal) -> Dispatch<'static> {
         "command '{}' is not supported by walnut{reason}",
         name.to_ascii_lowercase()
     ))
-}
-
-/// Redis's answer to a command it does not know, which is what `HELLO` must get so clients
-/// stay on RESP2: the name and the arguments, each cut at a NUL like a C string, the
-/// arguments quoted until 128 bytes of them are shown, CR/LF turned into spaces.
-fn unknown_command_with_args(req: &Request) -> Vec<u8> {
-    fn c_string(arg: &[u8]) -> &[u8] {
-        arg.split(|&b| b == 0).next().unwrap_or_default()
-    }
-    let name = c_string(req.arg(0).unwrap_or_default());
-    let mut args = Vec::new();
-    for arg in req.args().skip(1) {
-        if args.len() >= 128 {
-            break;
-        }
-        let room = 128 - args.len();
-        let arg = c_string(arg);
-        args.push(b'\'');
-        args.extend_from_slice(&arg[..arg.len().min(room)]);
-        args.extend_from_slice(b"' ");
-    }
-    let mut out = b"-ERR unknown command '".to_vec();
-    out.extend_from_slice(&name[..name.len().min(128)]);
-    out.extend_from_slice(b"', with args beginning with: ");
-    out.extend_from_slice(&args);
-    for b in &mut out {
-        if *b == b'\r' || *b == b'\n' {
-            *b = b' ';
-        }
-    }
-    out.extend_from_slice(b"\r\n");
-    out
 }
 
 /// Decides what to do with `req`.
@@ -384,13 +358,13 @@ fn answer_locally<'a>(spec: &CommandSpec, local: Local, req: &'a Request) -> Dis
         Local::Auth => wrong_arity(spec.name),
         _ if !command::arity_ok(spec.arity, argc) => wrong_arity(spec.name),
         Local::Client => client(req),
+        // Redis reads the index as a C int.
         Local::Select => match parse_integer(arg1).and_then(|n| i32::try_from(n).ok()) {
-            Some(0) => Dispatch::Reply(OK.to_vec()),
-            Some(_) => reply_error(SELECT_NOT_ZERO),
+            Some(db) => Dispatch::Select { db: db.into() },
             None => reply_error(NOT_AN_INTEGER),
         },
         Local::Echo => Dispatch::Reply(bulk(arg1)),
-        Local::Hello => Dispatch::Reply(unknown_command_with_args(req)),
+        Local::Hello => Dispatch::Hello,
     }
 }
 
@@ -787,7 +761,7 @@ mod tests {
         check("sort k limit 0 1 store d", same(&[(1, 1, 2), (6, 1, 7)]));
         check("xread count 1 streams s 0", fwd("s"));
         check("object encoding k", fwd("k"));
-        check("Select 0", reply("+OK"));
+        check("Select 0", Dispatch::Select { db: 0 });
     }
 
     #[test]
@@ -1170,12 +1144,19 @@ mod tests {
             "CLIENT List",
             reply("-ERR command 'client|list' is not supported by walnut"),
         );
-        check("SELECT 0", reply("+OK"));
-        let select = "-ERR SELECT is not supported by walnut: only SELECT 0 is allowed \
-                      (the pool's database is set by redis_db)";
-        check("SELECT 1", reply(select));
-        check("SELECT -1", reply(select));
-        check("SELECT 15", reply(select));
+        check("SELECT 0", Dispatch::Select { db: 0 });
+        check("SELECT 15", Dispatch::Select { db: 15 });
+        check("SELECT -1", Dispatch::Select { db: -1 });
+        check(
+            "SELECT 2147483647",
+            Dispatch::Select {
+                db: i32::MAX.into(),
+            },
+        );
+        check_args(
+            &[b"SELECT", b"2147483648"],
+            reply("-ERR value is not an integer or out of range"),
+        );
         for bad in ["x", "00", "+0", "-0", " 0", "0x1", "", "4294967296"] {
             check_args(
                 &[b"SELECT", bad.as_bytes()],
@@ -1197,47 +1178,9 @@ mod tests {
     }
 
     #[test]
-    fn hello_gets_redis_unknown_command_reply() {
-        check(
-            "HELLO 3",
-            reply("-ERR unknown command 'HELLO', with args beginning with: '3' "),
-        );
-        check(
-            "hello 3 AUTH default pw",
-            reply(
-                "-ERR unknown command 'hello', with args beginning with: \
-                 '3' 'AUTH' 'default' 'pw' ",
-            ),
-        );
-        check(
-            "HELLO",
-            reply("-ERR unknown command 'HELLO', with args beginning with: "),
-        );
-        // 128 bytes of arguments are shown in all, as Redis does.
-        let a = "a".repeat(100);
-        let b = "b".repeat(100);
-        check(
-            &format!("HELLO {a} {b} c"),
-            reply(&format!(
-                "-ERR unknown command 'HELLO', with args beginning with: '{a}' '{}' ",
-                &b[..25]
-            )),
-        );
-        let long = "x".repeat(200);
-        check(
-            &format!("HELLO {long}"),
-            reply(&format!(
-                "-ERR unknown command 'HELLO', with args beginning with: '{}' ",
-                &long[..128]
-            )),
-        );
-        check_args(
-            &[b"HELLO", b"a\r\nb", b"c\0d", b"\xff"],
-            Dispatch::Reply(
-                b"-ERR unknown command 'HELLO', with args beginning with: 'a  b' 'c' '\xff' \r\n"
-                    .to_vec(),
-            ),
-        );
+    fn hello_is_the_sessions_to_answer() {
+        check("HELLO", Dispatch::Hello);
+        check("hello 3 AUTH default pw", Dispatch::Hello);
     }
 
     #[test]

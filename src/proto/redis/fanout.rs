@@ -61,10 +61,13 @@ pub fn merge(kind: Fanout, replies: &[&[u8]], pick: usize) -> Result<Vec<u8>, Me
         Fanout::AnyNonNil => {
             let found: Vec<&&[u8]> = replies
                 .iter()
-                .filter(|r| !r.starts_with(b"$-1") && !r.starts_with(b"*-1"))
+                .filter(|r| {
+                    !r.starts_with(b"$-1") && !r.starts_with(b"*-1") && !r.starts_with(b"_")
+                })
                 .collect();
             Ok(match found.len() {
-                0 => b"$-1\r\n".to_vec(),
+                // Every server's nil is the same, in the session's protocol.
+                0 => first.to_vec(),
                 n => found[pick % n].to_vec(),
             })
         }
@@ -124,7 +127,13 @@ fn integers(reply: &[u8]) -> Option<Vec<bool>> {
 
 /// A bulk string at the start of `reply`: its data and what follows it.
 pub(super) fn bulk(reply: &[u8]) -> Option<(&[u8], &[u8])> {
-    let rest = reply.strip_prefix(b"$")?;
+    blob(reply, b'$')
+}
+
+/// A length-prefixed string of type `marker` (`$` bulk, RESP3 `=` verbatim) at the start of
+/// `reply`: its data and what follows it.
+pub(super) fn blob(reply: &[u8], marker: u8) -> Option<(&[u8], &[u8])> {
+    let rest = reply.strip_prefix(&[marker])?;
     let end = rest.windows(2).position(|w| w == b"\r\n")?;
     let len: usize = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
     let start = end + 2;

@@ -19,6 +19,9 @@ pub const NOAUTH_HELLO: &[u8] = b"-NOAUTH HELLO must be called with the client a
     authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate \
     the client and select the RESP protocol version at the same time\r\n";
 
+/// The Redis version walnut's answers speak for: the command set its table follows.
+pub const REDIS_VERSION: &str = "7.0.0";
+
 /// A `HELLO` request, read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello<'a> {

@@ -124,14 +124,23 @@ pub fn merge(own: &Own, sections: &Sections, replies: &[&[u8]]) -> Result<Vec<u8
             })
             .collect(),
     );
+    // The servers answered a RESP3 connection with a verbatim string: so does walnut.
+    if replies.first().is_some_and(|r| r.starts_with(b"=")) {
+        let mut e = super::encode::Encoder::new(super::reply::Protocol::Resp3);
+        e.verbatim(b"txt", out.as_bytes());
+        return Ok(e.finish());
+    }
     let mut reply = Vec::with_capacity(out.len() + 16);
     push_bulk(&mut reply, out.as_bytes());
     Ok(reply)
 }
 
-/// The text of a bulk-string reply.
+/// The text of a bulk-string reply, or of a RESP3 verbatim string (`=len\r\ntxt:…`).
 fn bulk_text(reply: &[u8]) -> Option<&str> {
-    let (data, _) = super::fanout::bulk(reply)?;
+    let data = match reply.first() {
+        Some(b'=') => super::fanout::blob(reply, b'=')?.0.get(4..)?,
+        _ => super::fanout::bulk(reply)?.0,
+    };
     std::str::from_utf8(data).ok()
 }
 

@@ -5,6 +5,10 @@
 
 use std::collections::HashMap;
 
+use bytes::{Bytes, BytesMut};
+
+use super::reply::Protocol;
+
 use super::command::Subscription;
 
 /// The confirmation words Redis uses for each kind, subscribing and unsubscribing.
@@ -29,11 +33,14 @@ pub fn command(kind: Subscription, subscribe: bool) -> &'static str {
 }
 
 /// `*3 $word $name :count`, Redis's (un)subscribe confirmation; `None` names nothing (an
-/// unsubscribe-all with no subscription).
-pub fn confirmation(word: &str, name: Option<&[u8]>, count: usize) -> Vec<u8> {
-    let mut out = format!("*3\r\n${}\r\n{word}\r\n", word.len()).into_bytes();
+/// unsubscribe-all with no subscription). In RESP3 it is a push (`>3`, nil `_`).
+pub fn confirmation(word: &str, name: Option<&[u8]>, count: usize, protocol: Protocol) -> Vec<u8> {
+    let resp3 = protocol == Protocol::Resp3;
+    let kind = if resp3 { '>' } else { '*' };
+    let mut out = format!("{kind}3\r\n${}\r\n{word}\r\n", word.len()).into_bytes();
     match name {
         Some(name) => push_bulk(&mut out, name),
+        None if resp3 => out.extend_from_slice(b"_\r\n"),
         None => out.extend_from_slice(b"$-1\r\n"),
     }
     out.extend_from_slice(format!(":{count}\r\n").as_bytes());
@@ -61,6 +68,17 @@ pub(crate) fn push_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(format!("${}\r\n", bytes.len()).as_bytes());
     out.extend_from_slice(bytes);
     out.extend_from_slice(b"\r\n");
+}
+
+/// A message read from a (RESP2) subscriber connection, framed for the client: as it is, or
+/// as the RESP3 push Redis sends (`>` for `*`, the elements are the same bulk strings).
+pub fn message_for(frame: Bytes, protocol: Protocol) -> Bytes {
+    if protocol == Protocol::Resp2 || frame.first() != Some(&b'*') {
+        return frame;
+    }
+    let mut push = BytesMut::from(&frame[..]);
+    push[0] = b'>';
+    push.freeze()
 }
 
 /// What a subscriber connection read.
@@ -259,11 +277,11 @@ mod tests {
     #[test]
     fn confirmations_are_redis_s() {
         assert_eq!(
-            confirmation("subscribe", Some(b"ch"), 1),
+            confirmation("subscribe", Some(b"ch"), 1, Protocol::Resp2),
             b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"
         );
         assert_eq!(
-            confirmation("unsubscribe", None, 0),
+            confirmation("unsubscribe", None, 0, Protocol::Resp2),
             b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n"
         );
         assert_eq!(subscribed_pong(b""), b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");

@@ -276,14 +276,21 @@ fn parse_integer(reply: &[u8]) -> Option<i64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-/// The elements of a flat array of bulk strings and nulls, each as its exact bytes.
+/// The elements of a flat array of bulk strings and nulls (`$-1`, or RESP3's `_`), each as
+/// its exact bytes.
 fn bulk_array_elements(reply: &[u8]) -> Option<Vec<&[u8]>> {
+    const RESP3_NULL: &[u8] = b"_\r\n";
     let (count, mut rest) = header(reply, b'*')?;
     let count = usize::try_from(count).ok()?;
-    // Each element takes at least 5 bytes ("$-1\r\n"), so a declared count can't make us reserve
+    // Each element takes at least 3 bytes ("_\r\n"), so a declared count can't make us reserve
     // more than the reply's own size.
-    let mut items = Vec::with_capacity(count.min(reply.len() / 5));
+    let mut items = Vec::with_capacity(count.min(reply.len() / 3));
     for _ in 0..count {
+        if rest.starts_with(RESP3_NULL) {
+            items.push(RESP3_NULL);
+            rest = &rest[RESP3_NULL.len()..];
+            continue;
+        }
         let (len, after) = header(rest, b'$')?;
         let consumed = rest.len() - after.len();
         let total = if len < 0 {
