@@ -5,6 +5,7 @@ pub mod encode;
 pub mod fanout;
 pub mod hello;
 pub mod info;
+pub mod keyspecs;
 pub mod pubsub;
 pub mod readonly;
 pub mod reply;
