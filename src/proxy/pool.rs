@@ -34,6 +34,8 @@ pub struct Server {
     /// The pool's own lane (its `redis_db`, RESP2), opened with the server. Connection `i`
     /// runs on worker `placement.first_worker + i` (mod the worker count).
     connections: Vec<mpsc::UnboundedSender<BackendRequest>>,
+    /// The lane of `connections`. A reload that changes `redis_db` keeps the server: clients
+    /// already connected stay in their database, new ones start in the new one's lane.
     default_lane: Lane,
     /// Every other lane (database × protocol, `Lane::index`), opened the first time a client
     /// of it sends something, with as many connections on the same workers.
@@ -363,7 +365,6 @@ impl Pool {
                         && (old.info.addr == server.addr || sentinel)
                         && old.connections.len() == config.server_connections.max(1) as usize
                         && old.lane_count() == lanes_of(&config)
-                        && old.default_lane == default_lane(&config)
                         && old.info.probe == probe_kind(&config)
                 });
                 match kept {
