@@ -544,10 +544,7 @@ async fn serve(
     let mut queue_open = true;
     let mut held = Held::default();
 
-    let handshake = match info.probe {
-        ProbeKind::Redis => lane.handshake(&info.handshake.load()),
-        ProbeKind::Memcache => Vec::new(),
-    };
+    let handshake = lane.handshake(&info.handshake.load());
     // A Sentinel pool's master is used only once `ROLE` says it is one: until the handshake
     // is answered, no request is sent.
     let mut gated = handshake.iter().any(|(label, _)| *label == "ROLE");

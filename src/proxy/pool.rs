@@ -948,10 +948,11 @@ fn new_server_with_stats(
     })
 }
 
-/// The lane a pool's clients start in: its `redis_db`, RESP2.
+/// The lane a pool's clients start in: its `redis_db`, RESP2
+/// (memcached has no databases: its one lane selects nothing, whatever `redis_db` says).
 pub fn default_lane(config: &PoolConfig) -> Lane {
     Lane {
-        db: config.redis_db,
+        db: if config.redis { config.redis_db } else { 0 },
         resp3: false,
     }
 }
