@@ -152,6 +152,37 @@ fn multi_key_commands_split_by_slot_and_crossslot_is_refused(walnut: u16) {
     assert_eq!(client.cmd_str(&["GET", "{user1}:b"]), Value::bulk("x"));
 }
 
+/// A command walnut's table lacks (Redis 7's `PFDEBUG`) goes to the master of its key's
+/// slot, by the key spec walnut read from a node; a key-less one is refused.
+fn learned_commands_go_to_their_slots_master(cluster: &Cluster, walnut: &ProxyProcess, port: u16) {
+    common::wait_until("walnut reads the nodes' COMMAND table", || {
+        walnut.log().contains("pool 'cluster': read ").then_some(())
+    });
+    let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
+    let keys: Vec<String> = (0..20).map(|i| format!("hll:{i}")).collect();
+    let mut masters = std::collections::BTreeSet::new();
+    for key in &keys {
+        assert_eq!(client.cmd_str(&["PFADD", key, "x"]), Value::Int(1));
+        masters.insert(owner_of(cluster, key_slot(key.as_bytes())));
+    }
+    assert!(masters.len() > 1, "the keys are on several masters");
+    let before: u64 = masters.iter().map(|&m| command_calls(m, "pfdebug")).sum();
+    for key in &keys {
+        assert_eq!(
+            client.cmd_str(&["PFDEBUG", "ENCODING", key]),
+            Value::Status("sparse".into()),
+            "{key}"
+        );
+    }
+    let after: u64 = masters.iter().map(|&m| command_calls(m, "pfdebug")).sum();
+    assert_eq!(
+        after - before,
+        keys.len() as u64,
+        "each ran once, on its master"
+    );
+    assert!(matches!(client.cmd_str(&["PFSELFTEST"]), Value::Error(_)));
+}
+
 /// Cluster-aware clients see walnut as one node owning every slot.
 fn cluster_commands_describe_walnut_as_one_node(walnut: u16) {
     let mut client = RespClient::connect(&format!("127.0.0.1:{walnut}"));
@@ -634,6 +665,7 @@ fn a_cluster_pool_serves_a_live_redis_cluster() {
 
     every_key_lands_on_the_master_of_its_slot(&cluster, port);
     multi_key_commands_split_by_slot_and_crossslot_is_refused(port);
+    learned_commands_go_to_their_slots_master(&cluster, &walnut, port);
     cluster_commands_describe_walnut_as_one_node(port);
     reads_go_to_replicas_and_writes_to_masters(&cluster, replica_port);
     redis_py_cluster_client_works_through_walnut(port);

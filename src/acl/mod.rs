@@ -7,6 +7,7 @@
 pub mod glob;
 
 use crate::proto::redis::command::{CommandSpec, Handling, Keys};
+use crate::proto::redis::keyspecs::LearnedCommand;
 use crate::proto::redis::readonly::is_read_only;
 
 /// Which commands a user may run (`commands:`).
@@ -64,6 +65,17 @@ impl User {
                 command.only_reads() || self.commands == CommandClass::ReadWrite
             }
             Handling::Refuse(_) => false,
+        }
+    }
+
+    /// Whether the user may run a command only the backend knows, by its flags: a
+    /// `readonly` one (without `write`) for read-only users, any but `admin` ones for
+    /// read-write users.
+    pub fn may_run_learned(&self, command: &LearnedCommand) -> bool {
+        match self.commands {
+            CommandClass::All => true,
+            CommandClass::ReadWrite => !command.has_flag("admin"),
+            CommandClass::ReadOnly => command.has_flag("readonly") && !command.has_flag("write"),
         }
     }
 
@@ -154,8 +166,10 @@ mod tests {
             assert!(!ro.may_run(spec(name)), "readonly does not run {name}");
             assert!(rw.may_run(spec(name)), "readwrite runs {name}");
         }
-        assert!(!rw.may_run(spec("COMMAND")), "keyless commands need all");
-        assert!(all.may_run(spec("COMMAND")) && all.may_run(spec("SET")));
+        assert!(!rw.may_run(spec("TIME")), "keyless commands need all");
+        assert!(all.may_run(spec("TIME")) && all.may_run(spec("SET")));
+        // COMMAND is answered from the catalog: every user may read it.
+        assert!(ro.may_run(spec("COMMAND")) && rw.may_run(spec("COMMAND")));
     }
 
     #[test]

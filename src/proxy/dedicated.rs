@@ -230,7 +230,7 @@ impl Dedicated {
 
     /// A new connection, through the server's handshake for `lane` (AUTH, HELLO 3, SELECT,
     /// READONLY, ROLE).
-    async fn connect(&self, lane: Lane) -> Result<Stream, BackendError> {
+    pub(super) async fn connect(&self, lane: Lane) -> Result<Stream, BackendError> {
         let tls = self.info.server_tls();
         let mut stream = super::stream::connect(&self.info.addr, tls.as_deref()).await?;
         let handshake = lane.handshake(&self.info.handshake.load());

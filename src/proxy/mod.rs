@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod cluster;
+pub mod commands;
 pub mod dedicated;
 pub mod doorman;
 pub mod error;

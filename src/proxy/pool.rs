@@ -118,6 +118,9 @@ pub struct PoolSnapshot {
     pub cluster_error: Option<Arc<str>>,
     /// A Sentinel pool with `read_from` replicas: each server's replicas (by server index).
     pub replicas: Arc<Vec<Vec<Arc<Server>>>>,
+    /// A Redis pool's command catalog, read once from a server (`proxy::commands`); the
+    /// same one in every snapshot of the pool.
+    pub commands: super::commands::Learned,
 }
 
 /// A pool's TLS configs, built before the pool starts or changes (so a file that went bad
@@ -298,7 +301,11 @@ impl Pool {
                 server_tls: tls.server,
                 cluster_error: None,
                 replicas: Arc::default(),
+                commands: super::commands::Learned::default(),
             };
+            if config.redis {
+                tokio::spawn(super::commands::learn(pool.clone()));
+            }
             // Every pool: a reload may give it `server_tls:` later.
             tokio::spawn(watch_tls_files(pool.clone()));
             Pool {
@@ -345,6 +352,7 @@ impl Pool {
                 server_tls: tls.server,
                 cluster_error: current.cluster_error.clone(),
                 replicas: current.replicas.clone(),
+                commands: current.commands.clone(),
             }));
             self.cluster.refresh_soon();
             return (Vec::new(), Vec::new());
@@ -396,6 +404,7 @@ impl Pool {
             server_tls: tls.server,
             cluster_error: None,
             replicas: current.replicas.clone(),
+            commands: current.commands.clone(),
         }));
         (added, removed)
     }
@@ -452,6 +461,7 @@ impl Pool {
             server_tls: current.server_tls.clone(),
             cluster_error: current.cluster_error.clone(),
             replicas: current.replicas.clone(),
+            commands: current.commands.clone(),
         }));
     }
 
@@ -499,6 +509,7 @@ impl Pool {
             server_tls: current.server_tls.clone(),
             cluster_error: None,
             replicas: current.replicas.clone(),
+            commands: current.commands.clone(),
         }));
         (added, removed)
     }
@@ -551,6 +562,7 @@ impl Pool {
             server_tls: current.server_tls.clone(),
             cluster_error: current.cluster_error.clone(),
             replicas: current.replicas.clone(),
+            commands: current.commands.clone(),
         }));
         server
     }
@@ -624,6 +636,7 @@ impl Pool {
             server_tls: current.server_tls.clone(),
             cluster_error: current.cluster_error.clone(),
             replicas: current.replicas.clone(),
+            commands: current.commands.clone(),
         }));
         Some(old.clone())
     }
@@ -677,6 +690,7 @@ impl Pool {
             server_tls: current.server_tls.clone(),
             cluster_error: current.cluster_error.clone(),
             replicas: Arc::new(replicas),
+            commands: current.commands.clone(),
         }));
     }
 
@@ -698,6 +712,7 @@ impl Pool {
             server_tls: current.server_tls.clone(),
             cluster_error: Some(error.into()),
             replicas: current.replicas.clone(),
+            commands: current.commands.clone(),
         }));
     }
 

@@ -131,7 +131,20 @@ impl Protocol for RedisProtocol {
 impl RedisProtocol {
     fn handle_request(&mut self, core: &mut Core, snapshot: &Arc<PoolSnapshot>, request: Request) {
         let spec = command::lookup(request.arg(0).unwrap_or_default());
-        let decision = dispatch::dispatch_as(&request, spec);
+        // A command walnut's table lacks is routed by the backend's own key specs.
+        let catalog = match spec {
+            None => snapshot.commands.load_full(),
+            Some(_) => None,
+        };
+        let learned = catalog.as_deref().and_then(|c| c.table.keys_of(&request));
+        let learned_command = learned
+            .as_ref()
+            .and_then(|keys| keys.as_ref().ok())
+            .map(|keys| keys.command);
+        let decision = match learned {
+            Some(keys) => dispatch::learned(&request, keys),
+            None => dispatch::dispatch_as(&request, spec),
+        };
         if let Some(path) = self.path_of(&decision, core.lane) {
             if path != self.last_path || path == Path::Own {
                 if !core.all_answered() {
@@ -153,13 +166,19 @@ impl RedisProtocol {
         }
         // RESP3 lets a subscribed client run any command (its messages come as pushes).
         if self.subscriptions.is_subscribed() && !core.lane.resp3 {
-            if let Some(reply) = subscribed_mode(spec, &request) {
+            let name = learned_command.map(|c| &*c.name);
+            if let Some(reply) = subscribed_mode(spec, name, &request) {
                 return core.push_ready(Bytes::from(reply));
             }
         }
-        if let (Some(users), Some(spec)) = (&snapshot.config.users, spec) {
+        let rule = match (spec, learned_command) {
+            (Some(spec), _) => Some(Permission::Table(spec)),
+            (None, Some(command)) => Some(Permission::Learned(command)),
+            (None, None) => None,
+        };
+        if let (Some(users), Some(rule)) = (&snapshot.config.users, rule) {
             if self.authenticated && forwards(&decision) {
-                if let Some(refusal) = self.acl_refusal(users, spec, &decision, &request) {
+                if let Some(refusal) = self.acl_refusal(users, rule, &decision, &request) {
                     if refusal != dispatch::ACL_NOAUTH {
                         core.count_acl_denied();
                     }
@@ -210,6 +229,20 @@ impl RedisProtocol {
                 core.push_ready(Bytes::from_static(reply));
             }
             Dispatch::Hello => self.hello(core, snapshot, &request),
+            Dispatch::Command => {
+                let commands = snapshot.commands.load();
+                match commands
+                    .as_deref()
+                    .and_then(|c| c.answer(&request, core.lane.resp3))
+                {
+                    Some(reply) => core.push_ready(Bytes::from(reply)),
+                    None => core.forward(
+                        snapshot,
+                        route(snapshot, dispatch::PLACEHOLDER_KEY),
+                        request.frame().clone(),
+                    ),
+                }
+            }
             // Errors about the request itself come before authentication, as in Redis.
             Dispatch::Reply(reply) if reply.first() == Some(&b'-') => {
                 core.push_ready(Bytes::from(reply))
@@ -284,6 +317,14 @@ impl RedisProtocol {
     }
 }
 
+/// What decides whether a user may run a command: walnut's table, or the backend's entry
+/// for a command only the backend knows.
+#[derive(Clone, Copy)]
+enum Permission<'c> {
+    Table(&'static command::CommandSpec),
+    Learned(&'c crate::proto::redis::keyspecs::LearnedCommand),
+}
+
 /// True when the decision sends the request to a server (what ACLs check).
 fn forwards(decision: &Dispatch<'_>) -> bool {
     matches!(
@@ -296,6 +337,7 @@ fn forwards(decision: &Dispatch<'_>) -> bool {
             | Dispatch::Everywhere(_)
             | Dispatch::Scan
             | Dispatch::Info
+            | Dispatch::Command
     )
 }
 
@@ -337,7 +379,7 @@ fn queued(
         // Redis queues PING and ECHO like any command; walnut's local answers would be
         // missing from EXEC's array.
         Dispatch::Reply(_) if matches!(name, "PING" | "ECHO") => return Queued::Keyless,
-        Dispatch::Stateful(StateCommand::Unwatch) => return Queued::Keyless,
+        Dispatch::Stateful(StateCommand::Unwatch) | Dispatch::Command => return Queued::Keyless,
         Dispatch::Forward { key } if std::ptr::eq(key, dispatch::PLACEHOLDER_KEY) => {
             return Queued::Keyless
         }
@@ -363,9 +405,17 @@ fn queued(
 
 /// In subscribed mode, Redis's answer for a command that is not allowed there, or the
 /// subscribed form of PING; `None` for the (un)subscribe commands, QUIT and RESET.
-fn subscribed_mode(spec: Option<&command::CommandSpec>, request: &Request) -> Option<Vec<u8>> {
-    let spec = spec?;
-    match spec.name {
+fn subscribed_mode(
+    spec: Option<&command::CommandSpec>,
+    learned: Option<&str>,
+    request: &Request,
+) -> Option<Vec<u8>> {
+    let name = match (spec, learned) {
+        (Some(spec), _) => spec.name,
+        (None, Some(learned)) => learned,
+        (None, None) => return None,
+    };
+    match name {
         "SUBSCRIBE" | "PSUBSCRIBE" | "SSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE"
         | "SUNSUBSCRIBE" | "QUIT" | "RESET" => None,
         "PING" if request.argc() <= 2 => {
@@ -542,7 +592,7 @@ impl RedisProtocol {
     fn acl_refusal(
         &mut self,
         users: &crate::acl::Users,
-        spec: &command::CommandSpec,
+        rule: Permission<'_>,
         decision: &Dispatch<'_>,
         request: &Request,
     ) -> Option<Vec<u8>> {
@@ -552,8 +602,12 @@ impl RedisProtocol {
             self.user = None;
             return Some(dispatch::ACL_NOAUTH.to_vec());
         };
-        if !user.may_run(spec) {
-            return Some(dispatch::noperm_command(&user.name, spec.name));
+        let (may_run, name) = match rule {
+            Permission::Table(spec) => (user.may_run(spec), spec.name),
+            Permission::Learned(command) => (user.may_run_learned(command), &*command.name),
+        };
+        if !may_run {
+            return Some(dispatch::noperm_command(&user.name, name));
         }
         if !user.has_key_rules() {
             return None;

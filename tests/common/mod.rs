@@ -211,8 +211,18 @@ impl RedisServer {
     }
 
     pub fn start_on(host: &str, port: u16) -> RedisServer {
+        RedisServer::start_on_with(host, port, &[])
+    }
+
+    /// On 127.0.0.1 and a free port, with more command-line arguments (`--loadmodule …`).
+    pub fn start_with(args: &[&str]) -> RedisServer {
+        RedisServer::start_on_with("127.0.0.1", free_port(), args)
+    }
+
+    fn start_on_with(host: &str, port: u16, args: &[&str]) -> RedisServer {
         let mut cmd = redis_command();
         cmd.args(["--bind", host, "--port", &port.to_string()]);
+        cmd.args(args);
         let mut process = Process::spawn("redis-server", &mut cmd);
         let addr: SocketAddr = format!("{host}:{port}").parse().unwrap();
         wait_for_tcp(addr, "redis-server", &mut process);
@@ -641,7 +651,7 @@ fn output_of(what: &str, program: &str, cmd: &mut Command) -> String {
 #[allow(dead_code)]
 pub struct Shards {
     pub backends: Vec<RedisServer>,
-    _walnut: ProxyProcess,
+    pub walnut: ProxyProcess,
     pub port: u16,
 }
 
@@ -650,12 +660,17 @@ impl Shards {
     /// `servers` redis-servers and walnut in front as pool `pool`, with `extra` directives.
     pub fn start(pool: &str, servers: usize, extra: &str) -> Shards {
         let backends: Vec<RedisServer> = (0..servers).map(|_| RedisServer::start()).collect();
+        Shards::over(pool, backends, extra)
+    }
+
+    /// walnut in front of `backends` as pool `pool`, with `extra` directives.
+    pub fn over(pool: &str, backends: Vec<RedisServer>, extra: &str) -> Shards {
         let port = free_port();
         let config = ketama_pool(pool, port, &backends, extra);
         let walnut = ProxyProcess::walnut(&config, &[local(port)]);
         Shards {
             backends,
-            _walnut: walnut,
+            walnut,
             port,
         }
     }

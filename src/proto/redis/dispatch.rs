@@ -11,6 +11,7 @@ use super::command::{
     Subcommand,
 };
 use super::fanout::Fanout;
+use super::keyspecs::{KeysError, LearnedKeys};
 use super::request::Request;
 
 /// The key twemproxy routes key-less forwarded commands (`COMMAND`, `LOLWUT`) by.
@@ -106,6 +107,9 @@ pub enum Dispatch<'a> {
     Select { db: i64 },
     /// `HELLO [protover [AUTH user pass] [SETNAME name]]` (`proto::redis::hello`).
     Hello,
+    /// `COMMAND …`: answered from the pool's catalog when it has one, else forwarded to
+    /// the server of the key `placeholder` (as twemproxy does).
+    Command,
     /// A transaction or pub/sub command (arity checked): the session keeps its state.
     Stateful(StateCommand),
     /// Sent whole to every server holding data, the replies merged this way.
@@ -289,6 +293,51 @@ pub fn dispatch_as<'a>(req: &'a Request, spec: Option<&'static CommandSpec>) -> 
     }
 }
 
+/// A command walnut's table lacks, routed by the keys the backend's own `COMMAND` entry
+/// gives it: one key is forwarded by it, several must map to one server (else
+/// `-CROSSSLOT` / the cross-server error), none is refused (no server to pick).
+pub fn learned<'a>(req: &'a Request, keys: Result<LearnedKeys<'_>, KeysError>) -> Dispatch<'a> {
+    let keys = match keys {
+        Ok(keys) => keys,
+        Err(KeysError::WrongArity(name)) => return wrong_arity(&name),
+        Err(KeysError::UnknownSubcommand { sub, container }) => {
+            return reply_error(&format!(
+                "unknown subcommand '{}'. Try {container} HELP.",
+                shown(&sub)
+            ))
+        }
+        Err(KeysError::NotAnInteger) => return reply_error(NOT_AN_INTEGER),
+        Err(KeysError::NegativeKeys) => return reply_error("Number of keys can't be negative"),
+        Err(KeysError::TooManyKeys) => {
+            return reply_error("Number of keys can't be greater than number of args")
+        }
+        Err(KeysError::NotRoutable(name)) => {
+            return reply_error(&format!(
+                "command '{name}' is not supported by walnut: its key specs cannot be followed"
+            ))
+        }
+    };
+    let mut positions = keys.positions();
+    match (positions.next(), positions.next()) {
+        (None, _) => reply_error(&format!(
+            "command '{}' is not supported by walnut: it has no key to pick a server by",
+            keys.command.name
+        )),
+        (Some(only), None) => Dispatch::Forward {
+            key: req.arg(only).unwrap_or_default(),
+        },
+        (Some(_), Some(_)) => {
+            let mut ranges = [KeyRange::EMPTY; 2];
+            for (slot, range) in ranges.iter_mut().zip(&keys.ranges) {
+                *slot = *range;
+            }
+            Dispatch::ForwardSameServer {
+                keys: KeyRanges(ranges),
+            }
+        }
+    }
+}
+
 /// `SCRIPT LOAD|EXISTS|FLUSH` on every server: one SHA1, the EXISTS answers and-ed, one `+OK`.
 /// `SCRIPT KILL` (which server runs the script?) and `SCRIPT DEBUG` are refused.
 fn script(req: &Request) -> Dispatch<'_> {
@@ -356,6 +405,8 @@ fn answer_locally<'a>(spec: &CommandSpec, local: Local, req: &'a Request) -> Dis
             password: req.arg(2).unwrap_or_default(),
         },
         Local::Auth => wrong_arity(spec.name),
+        // Its subcommands take arguments; twemproxy's class (none) is for `COMMAND` alone.
+        Local::Command => Dispatch::Command,
         _ if !command::arity_ok(spec.arity, argc) => wrong_arity(spec.name),
         Local::Client => client(req),
         // Redis reads the index as a C int.
@@ -722,6 +773,58 @@ mod tests {
         Dispatch::Reply(format!("{text}\r\n").into_bytes())
     }
 
+    /// The decision for `words` under the backend's learned table.
+    #[track_caller]
+    fn check_learned(
+        table: &super::super::keyspecs::LearnedCommands,
+        words: &str,
+        want: Dispatch<'_>,
+    ) {
+        let args: Vec<&[u8]> = words.split(' ').map(str::as_bytes).collect();
+        let req = request(&args);
+        let keys = table.keys_of(&req).expect("a learned command");
+        assert_eq!(learned(&req, keys), want, "{words}");
+    }
+
+    #[test]
+    fn commands_only_the_backend_knows_route_by_its_key_specs() {
+        use super::super::keyspecs::LearnedCommands;
+        let redis7 = include_bytes!("../../../tests/data/redis7-command.resp");
+        let table = LearnedCommands::parse(redis7).unwrap();
+        check_learned(&table, "PFDEBUG ENCODING k", fwd("k"));
+        check_learned(&table, "RESTORE-ASKING k 0 x", fwd("k"));
+        check_learned(&table, "PFDEBUG ENCODING", arity("pfdebug"));
+        check_learned(
+            &table,
+            "PFSELFTEST",
+            reply("-ERR command 'pfselftest' is not supported by walnut: it has no key to pick a server by"),
+        );
+        // Walnut's table knows these, but their specs give the same keys.
+        check_learned(&table, "MSET a 1 b 2", same(&[(1, 2, 5)]));
+        check_learned(&table, "OBJECT ENCODING k", fwd("k"));
+        check_learned(
+            &table,
+            "OBJECT NOPE k",
+            reply("-ERR unknown subcommand 'NOPE'. Try OBJECT HELP."),
+        );
+        check_learned(&table, "ZUNIONSTORE d 2 a b", same(&[(1, 1, 2), (3, 1, 5)]));
+        check_learned(
+            &table,
+            "ZUNIONSTORE d x a b",
+            reply("-ERR value is not an integer or out of range"),
+        );
+        check_learned(
+            &table,
+            "ZUNIONSTORE d -1 a",
+            reply("-ERR Number of keys can't be negative"),
+        );
+        check_learned(
+            &table,
+            "ZUNIONSTORE d 5 a",
+            reply("-ERR Number of keys can't be greater than number of args"),
+        );
+    }
+
     fn arity(name: &str) -> Dispatch<'static> {
         reply(&format!(
             "-ERR wrong number of arguments for '{name}' command"
@@ -731,7 +834,8 @@ mod tests {
     #[test]
     fn twemproxy_classes_route_by_their_key() {
         // argz / nokey: the placeholder key.
-        check("COMMAND", fwd("placeholder"));
+        check("COMMAND", Dispatch::Command);
+        check("command count", Dispatch::Command);
         check("LOLWUT", fwd("placeholder"));
         check("LOLWUT VERSION 5", fwd("placeholder"));
         // arg0 .. arg3, argn: the first argument.

@@ -1,4 +1,5 @@
 //! The Redis RESP codec: request parser, command table and reply parser. No I/O.
+pub mod catalog;
 pub mod command;
 pub mod dispatch;
 pub mod encode;
