@@ -12,3 +12,4 @@ pub mod readonly;
 pub mod reply;
 pub mod request;
 pub mod split;
+pub mod tracking;
