@@ -47,7 +47,10 @@ fuzz_target!(|data: &[u8]| {
             };
             let mut out = BytesMut::from(&answer[..]);
             let mut decoder = ReplyDecoder::with_protocol(usize::MAX, Protocol::Resp3);
-            assert!(matches!(decoder.decode(&mut out), Ok(Some(_))), "{answer:?}");
+            assert!(
+                matches!(decoder.decode(&mut out), Ok(Some(_))),
+                "{answer:?}"
+            );
             assert!(out.is_empty(), "one whole reply");
         }
     }

@@ -5,10 +5,8 @@
 //! two key ranges come back.
 #![no_main]
 
-use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use walnut::proto::redis::keyspecs::LearnedCommands;
-use walnut::proto::redis::request::{Limits, RequestDecoder};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(table) = LearnedCommands::parse(data) else {
@@ -25,15 +23,7 @@ fuzz_target!(|data: &[u8]| {
                 let mut args: Vec<Vec<u8>> = vec![command.name.as_bytes().to_vec()];
                 args.extend(sub.map(|s| s.as_bytes().to_vec()));
                 args.extend((0..extra).map(|i| i.to_string().into_bytes()));
-                let mut frame = format!("*{}\r\n", args.len()).into_bytes();
-                for arg in &args {
-                    frame.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-                    frame.extend_from_slice(arg);
-                    frame.extend_from_slice(b"\r\n");
-                }
-                let mut buf = BytesMut::from(&frame[..]);
-                let Ok(Some(request)) = RequestDecoder::new(Limits::default()).decode(&mut buf)
-                else {
+                let Some(request) = walnut_fuzz::request_of(&args) else {
                     continue;
                 };
                 if let Ok(keys) = command.keys_of(&request) {

@@ -5,9 +5,7 @@
 //! Checks: no panic; an invalidation read, written back as a RESP3 push, reads the same.
 #![no_main]
 
-use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use walnut::proto::redis::request::{Limits, RequestDecoder};
 use walnut::proto::redis::tracking::{self, Current};
 
 fuzz_target!(|data: &[u8]| {
@@ -20,14 +18,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut args: Vec<&[u8]> = vec![b"CLIENT", b"TRACKING"];
     args.extend(rest.split(|&b| b == separator));
-    let mut frame = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in &args {
-        frame.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        frame.extend_from_slice(arg);
-        frame.extend_from_slice(b"\r\n");
-    }
-    let mut buf = BytesMut::from(&frame[..]);
-    if let Ok(Some(request)) = RequestDecoder::new(Limits::default()).decode(&mut buf) {
+    if let Some(request) = walnut_fuzz::request_of(&args) {
         let _ = tracking::parse(&request, Current::default(), |id| id % 2 == 0);
     }
 });

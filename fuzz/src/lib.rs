@@ -101,3 +101,20 @@ pub fn reply_input(data: &[u8]) -> Option<(Chunker, usize, &[u8])> {
     };
     Some((Chunker(seed), max, input))
 }
+
+/// The request `args` as walnut's decoder reads it, or `None` if it refuses it (limits).
+pub fn request_of<A: AsRef<[u8]>>(args: &[A]) -> Option<walnut::proto::redis::request::Request> {
+    use walnut::proto::redis::request::{Limits, RequestDecoder};
+    let mut frame = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        let arg = arg.as_ref();
+        frame.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        frame.extend_from_slice(arg);
+        frame.extend_from_slice(b"\r\n");
+    }
+    let mut buf = bytes::BytesMut::from(&frame[..]);
+    RequestDecoder::new(Limits::default())
+        .decode(&mut buf)
+        .ok()
+        .flatten()
+}
