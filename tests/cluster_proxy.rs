@@ -213,6 +213,22 @@ fn cluster_commands_describe_walnut_as_one_node(walnut: u16) {
         panic!("COMMAND is an array");
     };
     assert!(commands.len() > 100, "COMMAND lists Redis's commands");
+    // In RESP3, INFO and NODES are verbatim text, as Redis sends them.
+    let mut resp3 = RespClient::connect(&format!("127.0.0.1:{walnut}"));
+    assert!(matches!(resp3.cmd_str(&["HELLO", "3"]), Value::Map(_)));
+    for sub in ["INFO", "NODES"] {
+        match resp3.cmd_str(&["CLUSTER", sub]) {
+            Value::Verbatim(format, text) => {
+                assert_eq!(format, "txt");
+                assert!(!text.is_empty());
+            }
+            other => panic!("CLUSTER {sub} in RESP3: {other:?}"),
+        }
+    }
+    let Value::Verbatim(_, info) = resp3.cmd_str(&["CLUSTER", "INFO"]) else {
+        unreachable!()
+    };
+    assert!(String::from_utf8_lossy(&info).contains("cluster_state:ok"));
 }
 
 /// Clients pipelining SET/GET pairs on `keys`, each checking every value it reads back,

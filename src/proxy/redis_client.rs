@@ -160,7 +160,7 @@ impl RedisProtocol {
         }
         core.count_command_spec(spec);
         if snapshot.config.redis_cluster && self.authenticated {
-            if let Some(reply) = cluster_answer(snapshot, &request, spec) {
+            if let Some(reply) = cluster_answer(snapshot, &request, spec, core.lane.resp3) {
                 return core.push_ready(Bytes::from(reply));
             }
         }
@@ -639,6 +639,7 @@ fn cluster_answer(
     snapshot: &PoolSnapshot,
     request: &Request,
     spec: Option<&command::CommandSpec>,
+    resp3: bool,
 ) -> Option<Vec<u8>> {
     match spec?.name {
         "CLUSTER" => {
@@ -648,7 +649,20 @@ fn cluster_answer(
             };
             let node = crate::cluster::emulate::Announce::new(host, port);
             let args: Vec<&[u8]> = request.args().skip(1).collect();
-            Some(crate::cluster::emulate::reply(&args, &node))
+            let reply = crate::cluster::emulate::reply(&args, &node);
+            // Redis answers INFO and NODES as verbatim text in RESP3.
+            let text = args.first().is_some_and(|sub| {
+                sub.eq_ignore_ascii_case(b"INFO") || sub.eq_ignore_ascii_case(b"NODES")
+            });
+            match crate::proto::redis::fanout::bulk_text(&reply) {
+                Some(data) if resp3 && text => {
+                    let mut encoder =
+                        crate::proto::redis::encode::Encoder::new(RespProtocol::Resp3);
+                    encoder.verbatim(b"txt", data);
+                    Some(encoder.finish())
+                }
+                _ => Some(reply),
+            }
         }
         "READONLY" | "READWRITE" => Some(dispatch::OK.to_vec()),
         _ => None,

@@ -130,6 +130,13 @@ pub(super) fn bulk(reply: &[u8]) -> Option<(&[u8], &[u8])> {
     blob(reply, b'$')
 }
 
+/// The data of `reply` when it is exactly one bulk string.
+pub fn bulk_text(reply: &[u8]) -> Option<&[u8]> {
+    bulk(reply)
+        .filter(|(_, rest)| rest.is_empty())
+        .map(|(data, _)| data)
+}
+
 /// A length-prefixed string of type `marker` (`$` bulk, RESP3 `=` verbatim) at the start of
 /// `reply`: its data and what follows it.
 pub(super) fn blob(reply: &[u8], marker: u8) -> Option<(&[u8], &[u8])> {
