@@ -14,6 +14,7 @@ use super::transaction::{Queued, Transactions, CROSSSLOT};
 use crate::config::ReadFrom;
 use crate::proto::redis::command::{self, StateCommand};
 use crate::proto::redis::dispatch::{self, Dispatch, KeyRange, KeyRanges, SplitKind};
+use crate::proto::redis::encode::Encoder;
 use crate::proto::redis::hello::{self, HelloOption};
 use crate::proto::redis::pubsub::{subscribed_pong, PubsubMerge};
 use crate::proto::redis::reply::Protocol as RespProtocol;
@@ -272,6 +273,7 @@ impl RedisProtocol {
             Dispatch::ClientId => {
                 core.push_ready(Bytes::from(format!(":{}\r\n", core.client_id())))
             }
+            Dispatch::Text(text) => core.push_ready(text_reply(core, &text)),
             Dispatch::GetClientName => {
                 let reply = match &self.client_name {
                     Some(name) => dispatch::bulk(name),
@@ -282,6 +284,14 @@ impl RedisProtocol {
             }
         }
     }
+}
+
+/// `text` as a verbatim string (`=n txt:…`) in RESP3, a bulk string in RESP2, as Redis
+/// answers `LOLWUT`.
+fn text_reply(core: &Core, text: &[u8]) -> Bytes {
+    let mut encoder = Encoder::new(core.lane.protocol());
+    encoder.verbatim(b"txt", text);
+    Bytes::from(encoder.finish())
 }
 
 /// True when the decision sends the request to a server (what ACLs check).
@@ -337,6 +347,7 @@ fn queued(
         // Redis queues PING and ECHO like any command; walnut's local answers would be
         // missing from EXEC's array.
         Dispatch::Reply(_) if matches!(name, "PING" | "ECHO") => return Queued::Keyless,
+        Dispatch::Text(_) if name == "LOLWUT" => return Queued::Keyless,
         Dispatch::Stateful(StateCommand::Unwatch) => return Queued::Keyless,
         Dispatch::Forward { key } if std::ptr::eq(key, dispatch::PLACEHOLDER_KEY) => {
             return Queued::Keyless

@@ -41,7 +41,7 @@ pub enum Arity {
 /// Where a forwarded command's keys are (argument positions; 0 is the command name).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Keys {
-    /// No key: routed by the literal key `placeholder` (`COMMAND`, `LOLWUT`, `OBJECT HELP`).
+    /// No key: routed by the literal key `placeholder` (`COMMAND`, `TIME`, `OBJECT HELP`).
     Placeholder,
     /// `count` consecutive keys from `first`: GET (1, 1), RENAME and COPY (1, 2).
     Span { first: u8, count: u8 },
@@ -84,6 +84,8 @@ pub enum Local {
     Echo,
     /// Answered as an unknown command, so clients fall back to RESP2.
     Hello,
+    /// walnut's version and the Redis version its commands follow.
+    Lolwut,
 }
 
 /// Commands that change the connection's state: walnut keeps the state (a transaction's
@@ -374,7 +376,7 @@ pub static COMMANDS: [CommandSpec; 250] = [
     tw("LLEN", Arg0, KEY),
     tw("LMOVE", Arg3, TWO_KEYS),
     new("LMPOP", AtLeast(4), Route(Numkeys { at: 1 })),
-    tw("LOLWUT", Nokey, PLACEHOLDER),
+    tw("LOLWUT", Nokey, Answer(Lolwut)),
     tw("LPOP", Argn, KEY),
     tw("LPOS", Argn, KEY),
     tw("LPUSH", Argn, KEY),
@@ -652,7 +654,8 @@ mod tests {
             let expected_flag = match spec.handling {
                 Answer(Ping | Auth) | Refuse(_) => "noforward",
                 Answer(Quit) => "quit",
-                Route(Placeholder) => "placeholder-key",
+                // walnut answers LOLWUT itself, about itself.
+                Route(Placeholder) | Answer(Lolwut) => "placeholder-key",
                 _ => "",
             };
             assert_eq!(flag, expected_flag, "{name}");

@@ -13,7 +13,7 @@ use super::command::{
 use super::fanout::Fanout;
 use super::request::Request;
 
-/// The key twemproxy routes key-less forwarded commands (`COMMAND`, `LOLWUT`) by.
+/// The key twemproxy routes key-less forwarded commands (`COMMAND`, `TIME`) by.
 pub const PLACEHOLDER_KEY: &[u8] = b"placeholder";
 
 /// Argument positions of keys: `first, first + step, …` below `end` (empty when `first >= end`).
@@ -99,6 +99,9 @@ pub enum Dispatch<'a> {
     GetClientName,
     /// `CLIENT ID`: the session's id, unique in the process.
     ClientId,
+    /// Answer locally with this text: a verbatim string (`=n txt:…`) in RESP3, a bulk
+    /// string in RESP2.
+    Text(Vec<u8>),
     /// `QUIT`: write pending replies, then close.
     Quit,
     /// `SELECT <db>` with an integer (the session checks it against the pool's `databases`
@@ -365,7 +368,43 @@ fn answer_locally<'a>(spec: &CommandSpec, local: Local, req: &'a Request) -> Dis
         },
         Local::Echo => Dispatch::Reply(bulk(arg1)),
         Local::Hello => Dispatch::Hello,
+        Local::Lolwut => lolwut(req),
     }
+}
+
+/// `LOLWUT [VERSION n [arguments …]]`: walnut's version and the Redis version its command set
+/// follows. The arguments are checked as Redis checks them: `n` and the numbers versions 5
+/// and 6 take after it must be integers.
+fn lolwut(req: &Request) -> Dispatch<'_> {
+    if req.argc() >= 3
+        && req
+            .arg(1)
+            .unwrap_or_default()
+            .eq_ignore_ascii_case(b"VERSION")
+    {
+        let drawing_arguments = match parse_integer(req.arg(2).unwrap_or_default()) {
+            None => return reply_error(NOT_AN_INTEGER),
+            Some(5) => 3,
+            Some(6) => 2,
+            Some(_) => 0,
+        };
+        if req
+            .args()
+            .skip(3)
+            .take(drawing_arguments)
+            .any(|arg| parse_integer(arg).is_none())
+        {
+            return reply_error(NOT_AN_INTEGER);
+        }
+    }
+    Dispatch::Text(
+        format!(
+            "walnut ver. {}, a Redis proxy speaking Redis ver. {}\n",
+            env!("CARGO_PKG_VERSION"),
+            super::hello::REDIS_VERSION
+        )
+        .into_bytes(),
+    )
 }
 
 /// `CLIENT SETNAME|GETNAME|SETINFO|ID|NO-EVICT|NO-TOUCH`, answered with the session's own
@@ -732,8 +771,7 @@ mod tests {
     fn twemproxy_classes_route_by_their_key() {
         // argz / nokey: the placeholder key.
         check("COMMAND", fwd("placeholder"));
-        check("LOLWUT", fwd("placeholder"));
-        check("LOLWUT VERSION 5", fwd("placeholder"));
+        check("TIME", fwd("placeholder"));
         // arg0 .. arg3, argn: the first argument.
         check("GET k", fwd("k"));
         check("EXPIRE k 10", fwd("k"));
@@ -1107,6 +1145,35 @@ mod tests {
             "XGROUP x",
             reply("-ERR unknown subcommand 'x'. Try XGROUP HELP."),
         );
+    }
+
+    #[test]
+    fn lolwut_names_walnut_and_checks_numbers_as_redis_does() {
+        let text = format!(
+            "walnut ver. {}, a Redis proxy speaking Redis ver. {}\n",
+            env!("CARGO_PKG_VERSION"),
+            super::super::hello::REDIS_VERSION
+        )
+        .into_bytes();
+        for fine in [
+            "LOLWUT",
+            "LOLWUT VERSION",
+            "LOLWUT foo VERSION x",
+            "LOLWUT VERSION -1",
+            "LOLWUT VERSION 5 1 2 3 x",
+            "lolwut version 6 1 2 x",
+        ] {
+            check(fine, Dispatch::Text(text.clone()));
+        }
+        for bad in [
+            "LOLWUT VERSION x",
+            "LOLWUT VERSION 06",
+            "LOLWUT VERSION 5 x",
+            "LOLWUT VERSION 5 1 1 x",
+            "LOLWUT VERSION 6 1 x",
+        ] {
+            check(bad, reply("-ERR value is not an integer or out of range"));
+        }
     }
 
     #[test]
