@@ -1,16 +1,234 @@
-//! LOLWUT (issue 22), answered by walnut itself on real redis-servers behind a ketama pool:
-//! it names walnut in RESP2 and RESP3, and no server is asked.
+//! CLIENT REPLY and LOLWUT (issue 22), answered by walnut itself on real redis-servers behind
+//! ketama pools: replies dropped exactly as Redis drops them, in pipelines spread over several
+//! servers, one of them late, and in MULTI, with the commands still run; and LOLWUT naming
+//! walnut in RESP2 and RESP3.
 
 mod common;
 
 use std::collections::BTreeSet;
 
-use common::{err, Value};
+use common::{
+    err, free_port, ketama_pool, local, ok, queued, ProxyProcess, RedisServer, RespClient, Value,
+};
 
 use common::Shards as Setup;
 
 fn setup() -> Setup {
     Setup::start("clients", 3, "  databases: 8\n")
+}
+
+fn command(words: &[&str]) -> Vec<Vec<u8>> {
+    words.iter().map(|w| w.as_bytes().to_vec()).collect()
+}
+
+/// Sends `commands` in one write.
+fn send_all(client: &mut RespClient, commands: &[Vec<Vec<u8>>]) {
+    let mut out = Vec::new();
+    for command in commands {
+        let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
+        out.extend_from_slice(&common::resp::encode(&args));
+    }
+    client.send_raw(&out);
+}
+
+/// Sends `commands` in one write and reads `count` replies.
+fn pipeline(client: &mut RespClient, commands: &[Vec<Vec<u8>>], count: usize) -> Vec<Value> {
+    send_all(client, commands);
+    (0..count).map(|_| client.read_value()).collect()
+}
+
+/// A pool like [`ketama_pool`]'s but without a timeout, so a paused server only delays.
+fn patient_pool(port: u16, backends: &[RedisServer]) -> String {
+    ketama_pool("patient", port, backends, "").replace("  timeout: 400\n", "")
+}
+
+/// Keys that the pool places on different servers: one for each of `count` servers, found by
+/// writing candidates through walnut and looking for them on each backend.
+fn keys_on_different_servers(
+    client: &mut RespClient,
+    backends: &[RedisServer],
+    count: usize,
+) -> Vec<(String, usize)> {
+    let mut found: Vec<(String, usize)> = Vec::new();
+    for i in 0..200 {
+        let key = format!("key:{i}");
+        assert_eq!(client.cmd_str(&["SET", &key, "probe"]), ok());
+        let owner = backends
+            .iter()
+            .position(|b| b.client().cmd_str(&["EXISTS", &key]) == Value::Int(1))
+            .expect("some backend holds the key");
+        assert_eq!(client.cmd_str(&["DEL", &key]), Value::Int(1));
+        if !found.iter().any(|(_, o)| *o == owner) {
+            found.push((key, owner));
+        }
+        if found.len() == count {
+            return found;
+        }
+    }
+    panic!("200 keys did not reach {count} servers");
+}
+
+#[test]
+fn client_reply_drops_exactly_the_asked_replies_in_a_pipeline_over_several_servers() {
+    let backends: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let port = free_port();
+    let _walnut = ProxyProcess::walnut(&patient_pool(port, &backends), &[local(port)]);
+    let mut client = RespClient::connect(&format!("127.0.0.1:{port}"));
+    let keys = keys_on_different_servers(&mut client, &backends, 3);
+    let [(a, a_owner), (b, _), (c, c_owner)] = &keys[..] else {
+        unreachable!()
+    };
+    let commands = vec![
+        command(&["SET", a, "1"]),
+        command(&["CLIENT", "REPLY", "SKIP"]),
+        command(&["GET", a]),
+        command(&["GET", b]),
+        command(&["CLIENT", "REPLY", "OFF"]),
+        command(&["SET", c, "3"]),
+        command(&["GET", c]),
+        command(&["CLIENT", "REPLY", "ON"]),
+        command(&["GET", c]),
+        command(&["PING"]),
+    ];
+    let expected = [
+        ok(),
+        Value::Nil,
+        ok(),
+        Value::bulk("3"),
+        Value::Status("PONG".into()),
+    ];
+    // a's server answers last: the replies after its own come back first.
+    backends[*a_owner].pause();
+    send_all(&mut client, &commands);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    backends[*a_owner].resume();
+    let got: Vec<Value> = (0..expected.len()).map(|_| client.read_value()).collect();
+    assert_eq!(got, expected);
+    // Nothing more follows: the next reply is the next command's.
+    assert_eq!(client.cmd_str(&["ECHO", "end"]), Value::bulk("end"));
+    // The silenced commands ran.
+    assert_eq!(
+        backends[*a_owner].client().cmd_str(&["GET", a]),
+        Value::bulk("1")
+    );
+    assert_eq!(
+        backends[*c_owner].client().cmd_str(&["GET", c]),
+        Value::bulk("3")
+    );
+
+    // The same pipeline straight to one redis-server gives the same replies.
+    let mut direct = backends[0].client();
+    assert_eq!(direct.cmd_str(&["FLUSHALL"]), ok());
+    assert_eq!(pipeline(&mut direct, &commands, expected.len()), expected);
+}
+
+#[test]
+fn client_reply_in_and_around_multi_keeps_every_reply_in_its_place() {
+    let setup = setup();
+    let mut client = setup.client();
+    let commands = [
+        command(&["CLIENT", "REPLY", "SKIP"]),
+        command(&["MULTI"]),
+        command(&["SET", "t", "1"]),
+        command(&["INCR", "t"]),
+        command(&["EXEC"]),
+        command(&["CLIENT", "REPLY", "OFF"]),
+        command(&["MULTI"]),
+        command(&["INCR", "t"]),
+        command(&["EXEC"]),
+        command(&["CLIENT", "REPLY", "ON"]),
+        command(&["GET", "t"]),
+    ];
+    let replies = pipeline(&mut client, &commands, 5);
+    // The MULTI's +OK and everything between OFF and ON are dropped.
+    assert_eq!(
+        replies,
+        [
+            queued(),
+            queued(),
+            Value::Array(vec![ok(), Value::Int(2)]),
+            ok(),
+            Value::bulk("3"),
+        ]
+    );
+    // Inside MULTI, CLIENT is refused as before (and aborts the transaction).
+    assert_eq!(client.cmd_str(&["MULTI"]), ok());
+    assert_eq!(
+        client.cmd_str(&["CLIENT", "REPLY", "OFF"]),
+        err("ERR 'client' inside MULTI is not supported by walnut")
+    );
+    assert_eq!(
+        client.cmd_str(&["EXEC"]),
+        err("EXECABORT Transaction discarded because of previous errors.")
+    );
+}
+
+#[test]
+fn client_reply_refuses_bad_arguments_as_redis_does() {
+    let setup = setup();
+    let mut client = setup.client();
+    assert_eq!(
+        client.cmd_str(&["CLIENT", "REPLY", "SOMETIMES"]),
+        err("ERR syntax error")
+    );
+    assert_eq!(
+        client.cmd_str(&["CLIENT", "REPLY"]),
+        err("ERR wrong number of arguments for 'client|reply' command")
+    );
+    assert_eq!(
+        client.cmd_str(&["CLIENT", "REPLY", "ON", "x"]),
+        err("ERR wrong number of arguments for 'client|reply' command")
+    );
+    assert_eq!(client.cmd_str(&["CLIENT", "REPLY", "ON"]), ok());
+    // Errors are replies too: with OFF, an unknown command answers nothing.
+    let commands = [
+        command(&["CLIENT", "REPLY", "OFF"]),
+        command(&["NOSUCHCOMMAND"]),
+        command(&["CLIENT", "REPLY", "ON"]),
+    ];
+    let replies = pipeline(&mut client, &commands, 1);
+    assert_eq!(replies, [ok()]);
+    assert_eq!(
+        client.cmd_str(&["CLIENT", "KILL", "ID", "1"]),
+        err("ERR command 'client|kill' is not supported by walnut")
+    );
+}
+
+#[test]
+fn pub_sub_confirmations_and_messages_come_whatever_client_reply_says() {
+    let setup = setup();
+    let mut subscriber = setup.client();
+    let mut publisher = setup.client();
+    send_all(
+        &mut subscriber,
+        &[
+            command(&["CLIENT", "REPLY", "OFF"]),
+            command(&["SUBSCRIBE", "ch"]),
+        ],
+    );
+    assert_eq!(
+        subscriber.read_value(),
+        Value::Array(vec![
+            Value::bulk("subscribe"),
+            Value::bulk("ch"),
+            Value::Int(1)
+        ])
+    );
+    assert_eq!(publisher.cmd_str(&["PUBLISH", "ch", "hi"]), Value::Int(1));
+    assert_eq!(
+        subscriber.read_value(),
+        Value::Array(vec![
+            Value::bulk("message"),
+            Value::bulk("ch"),
+            Value::bulk("hi")
+        ])
+    );
+    // RESET ends OFF and answers.
+    assert_eq!(
+        subscriber.cmd_str(&["RESET"]),
+        Value::Status("RESET".into())
+    );
+    assert_eq!(subscriber.cmd_str(&["PING"]), Value::Status("PONG".into()));
 }
 
 #[test]

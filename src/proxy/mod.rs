@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod pool;
 pub mod pubsub;
 pub mod redis_client;
+pub mod reply_mode;
 pub mod sentinel;
 pub mod session;
 pub mod stream;

@@ -12,6 +12,7 @@ use super::pubsub::Subscriptions;
 use super::session::{route, route_error, Closing, Core, Merger, Protocol};
 use super::transaction::{Queued, Transactions, CROSSSLOT};
 use crate::config::ReadFrom;
+use crate::proto::redis::clients::ReplyMode;
 use crate::proto::redis::command::{self, StateCommand};
 use crate::proto::redis::dispatch::{self, Dispatch, KeyRange, KeyRanges, SplitKind};
 use crate::proto::redis::encode::Encoder;
@@ -101,6 +102,7 @@ impl Protocol for RedisProtocol {
                 Ok(Some(request)) => self.handle_request(core, snapshot, request),
                 Ok(None) => break,
                 Err(err) => {
+                    core.replies.begin_request();
                     core.push_ready(Bytes::from(dispatch::error_reply(&err.to_string())));
                     core.closing = Some(Closing::ProtocolError);
                 }
@@ -147,6 +149,7 @@ impl RedisProtocol {
             }
         }
         core.count_command_spec(spec);
+        core.replies.begin_request();
         if snapshot.config.redis_cluster && self.authenticated {
             if let Some(reply) = cluster_answer(snapshot, &request, spec) {
                 return core.push_ready(Bytes::from(reply));
@@ -272,6 +275,12 @@ impl RedisProtocol {
             }
             Dispatch::ClientId => {
                 core.push_ready(Bytes::from(format!(":{}\r\n", core.client_id())))
+            }
+            Dispatch::ClientReply(mode) => {
+                core.replies.set(mode);
+                if mode == ReplyMode::On {
+                    core.push_ready(Bytes::from_static(dispatch::OK));
+                }
             }
             Dispatch::Text(text) => core.push_ready(text_reply(core, &text)),
             Dispatch::GetClientName => {
@@ -508,10 +517,15 @@ impl RedisProtocol {
                     Err(Spread::Failed(err)) => core.push_error(&err),
                 }
             }
+            // Confirmations are pushes: sent whatever `CLIENT REPLY` says, as in Redis 7.
             StateCommand::Subscribe(kind) => {
+                core.replies.answers_with_pushes();
                 self.subscriptions.subscribe(core, snapshot, kind, &names())
             }
-            StateCommand::Unsubscribe(kind) => self.subscriptions.unsubscribe(core, kind, &names()),
+            StateCommand::Unsubscribe(kind) => {
+                core.replies.answers_with_pushes();
+                self.subscriptions.unsubscribe(core, kind, &names())
+            }
             StateCommand::Pubsub => pubsub_everywhere(core, snapshot, request),
             StateCommand::Reset => {
                 self.transactions.abandon();
@@ -520,6 +534,7 @@ impl RedisProtocol {
                 self.authenticated =
                     snapshot.config.redis_auth.is_none() && snapshot.config.users.is_none();
                 self.user = None;
+                core.replies.reset();
                 core.push_ready(Bytes::from_static(b"+RESET\r\n"));
             }
         }

@@ -23,6 +23,7 @@ use super::backend::{BackendRequest, ClientReply, Lane, ReplyTo};
 use super::error::BackendError;
 use super::outbox::Outbox;
 use super::pool::{Pool, PoolSnapshot, Server};
+use super::reply_mode::ReplyControl;
 use super::stream::Stream;
 use super::timers::{drain_end, Drain, DrainEnd, IdleRelease};
 use crate::config::EjectPolicy;
@@ -114,6 +115,9 @@ pub enum Expect {
 struct Slot {
     state: SlotState,
     arrived: Option<Instant>,
+    /// The client asked for no reply (`CLIENT REPLY OFF|SKIP`): the slot keeps its place,
+    /// its reply is dropped.
+    silenced: bool,
 }
 
 /// The `seq` of a [`ClientReply`] that answers no request: a pub/sub message a server pushed,
@@ -181,6 +185,8 @@ pub struct Core {
     /// A subscriber connection holds [`Core::push_target`]: the reply channel must outlive
     /// idle periods, or the messages it pushes later would go nowhere.
     pushed_to: bool,
+    /// Which replies the client asked not to be sent (`CLIENT REPLY`).
+    pub replies: ReplyControl,
 }
 
 impl Core {
@@ -243,14 +249,23 @@ impl Core {
 
     /// Queues a reply that is already known, in its place in the order.
     pub fn push_ready(&mut self, reply: Bytes) {
-        self.ready_bytes += reply.len();
         self.push_slot(SlotState::Ready(reply));
     }
 
     fn push_slot(&mut self, state: SlotState) {
+        let silenced = self.replies.silenced();
+        let state = match state {
+            SlotState::Ready(_) if silenced => SlotState::Ready(Bytes::new()),
+            SlotState::Ready(reply) => {
+                self.ready_bytes += reply.len();
+                SlotState::Ready(reply)
+            }
+            waiting => waiting,
+        };
         self.slots.push_back(Slot {
             state,
             arrived: Some(self.batch_arrived),
+            silenced,
         });
     }
 
@@ -488,6 +503,7 @@ impl Core {
                 self.slots.push_back(Slot {
                     state: SlotState::Ready(message),
                     arrived: None,
+                    silenced: false,
                 });
                 self.overflowed |= !self.within_bounds();
             }
@@ -522,6 +538,7 @@ impl Core {
             // A reply for a slot that already has one: never overwrite it.
             SlotState::Ready(_) => return,
         };
+        let ready = if slot.silenced { Bytes::new() } else { ready };
         self.ready_bytes += ready.len();
         slot.state = SlotState::Ready(ready);
     }
@@ -537,10 +554,14 @@ impl Core {
             if let Some(Slot {
                 state: SlotState::Ready(reply),
                 arrived,
+                ..
             }) = self.slots.pop_front()
             {
                 self.ready_bytes -= reply.len();
-                out.push(reply);
+                // A silenced reply is empty (and nothing else is).
+                if !reply.is_empty() {
+                    out.push(reply);
+                }
                 if let Some(arrived) = arrived {
                     let now = *now.get_or_insert_with(Instant::now);
                     self.stats
@@ -652,6 +673,7 @@ pub async fn serve_client<P: Protocol>(
         deferred: false,
         overflowed: false,
         pushed_to: false,
+        replies: ReplyControl::default(),
     };
     // A read or write error ends the session as a client error (twemproxy's `client_err`).
     let mut failed = false;

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use super::clients::{self, ReplyMode};
 use super::command::{
     self, BlockKeys, CommandSpec, Everywhere, Handling, Keys, Local, Refusal, StateCommand,
     Subcommand,
@@ -99,6 +100,8 @@ pub enum Dispatch<'a> {
     GetClientName,
     /// `CLIENT ID`: the session's id, unique in the process.
     ClientId,
+    /// `CLIENT REPLY ON|OFF|SKIP`: which replies the client gets from now on.
+    ClientReply(ReplyMode),
     /// Answer locally with this text: a verbatim string (`=n txt:…`) in RESP3, a bulk
     /// string in RESP2.
     Text(Vec<u8>),
@@ -407,8 +410,8 @@ fn lolwut(req: &Request) -> Dispatch<'_> {
     )
 }
 
-/// `CLIENT SETNAME|GETNAME|SETINFO|ID|NO-EVICT|NO-TOUCH`, answered with the session's own
-/// state (the ones client libraries send on connect among them).
+/// `CLIENT SETNAME|GETNAME|SETINFO|ID|REPLY|NO-EVICT|NO-TOUCH`, answered with the session's
+/// own state (the ones client libraries send on connect among them).
 fn client(req: &Request) -> Dispatch<'_> {
     let sub = req.arg(1).unwrap_or_default();
     let argc = req.argc();
@@ -437,6 +440,14 @@ fn client(req: &Request) -> Dispatch<'_> {
             return wrong_arity("client|id");
         }
         Dispatch::ClientId
+    } else if is("REPLY") {
+        if argc != 3 {
+            return wrong_arity("client|reply");
+        }
+        match clients::reply_mode(req.arg(2).unwrap_or_default()) {
+            Ok(mode) => Dispatch::ClientReply(mode),
+            Err(err) => reply_error(&err.to_string()),
+        }
     } else if is("NO-EVICT") || is("NO-TOUCH") {
         // Accepted as Redis does; the session's requests share backend connections, so
         // neither changes what the servers do.
@@ -1145,6 +1156,16 @@ mod tests {
             "XGROUP x",
             reply("-ERR unknown subcommand 'x'. Try XGROUP HELP."),
         );
+    }
+
+    #[test]
+    fn client_reply_is_answered_by_the_session() {
+        check("CLIENT REPLY on", Dispatch::ClientReply(ReplyMode::On));
+        check("CLIENT REPLY OFF", Dispatch::ClientReply(ReplyMode::Off));
+        check("CLIENT REPLY Skip", Dispatch::ClientReply(ReplyMode::Skip));
+        check("CLIENT REPLY maybe", reply("-ERR syntax error"));
+        check("CLIENT REPLY", arity("client|reply"));
+        check("CLIENT REPLY ON x", arity("client|reply"));
     }
 
     #[test]

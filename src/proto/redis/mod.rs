@@ -1,4 +1,5 @@
 //! The Redis RESP codec: request parser, command table and reply parser. No I/O.
+pub mod clients;
 pub mod command;
 pub mod dispatch;
 pub mod encode;
