@@ -1,5 +1,7 @@
-//! CLIENT REPLY and LOLWUT (issue 22), answered by walnut itself on real redis-servers behind
-//! ketama pools: replies dropped exactly as Redis drops them, in pipelines spread over several
+//! CLIENT INFO, CLIENT LIST, CLIENT REPLY and LOLWUT (issue 22), answered by walnut itself on
+//! real redis-servers behind ketama pools: a session's line in Redis 7's format with its own
+//! id, name, database, protocol, transaction and last command; the list of one pool's live
+//! sessions; replies dropped exactly as Redis drops them, in pipelines spread over several
 //! servers, one of them late, and in MULTI, with the commands still run; and LOLWUT naming
 //! walnut in RESP2 and RESP3.
 
@@ -8,13 +10,69 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{
-    err, free_port, ketama_pool, local, ok, queued, ProxyProcess, RedisServer, RespClient, Value,
+    err, free_port, ketama_pool, local, ok, queued, wait_until, ProxyProcess, RedisServer,
+    RespClient, Value,
 };
 
 use common::Shards as Setup;
 
 fn setup() -> Setup {
     Setup::start("clients", 3, "  databases: 8\n")
+}
+
+/// The text of a bulk (RESP2) or verbatim `txt` (RESP3) string.
+fn text(value: Value) -> String {
+    match value {
+        Value::Bulk(bytes) => String::from_utf8(bytes).expect("UTF-8 text"),
+        Value::Verbatim(format, bytes) if format == "txt" => {
+            String::from_utf8(bytes).expect("UTF-8 text")
+        }
+        other => panic!("expected a bulk or verbatim string, got {other:?}"),
+    }
+}
+
+/// A CLIENT INFO line's fields, in order.
+fn fields(line: &str) -> Vec<(String, String)> {
+    line.trim_end_matches('\n')
+        .split(' ')
+        .map(|field| {
+            let (key, value) = field.split_once('=').unwrap_or((field, ""));
+            (key.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+fn field(line: &str, name: &str) -> String {
+    fields(line)
+        .into_iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value)
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+}
+
+fn client_id(client: &mut RespClient) -> i64 {
+    match client.cmd_str(&["CLIENT", "ID"]) {
+        Value::Int(id) => id,
+        other => panic!("CLIENT ID answered {other:?}"),
+    }
+}
+
+/// The ids of a CLIENT LIST, in the order listed.
+fn listed_ids(listing: &str) -> Vec<i64> {
+    assert!(
+        listing.is_empty() || listing.ends_with('\n'),
+        "every line ends with a newline: {listing:?}"
+    );
+    listing
+        .lines()
+        .map(|line| field(line, "id").parse().expect("a numeric id"))
+        .collect()
+}
+
+fn list(client: &mut RespClient, args: &[&str]) -> String {
+    let mut command = vec!["CLIENT", "LIST"];
+    command.extend_from_slice(args);
+    text(client.cmd_str(&command))
 }
 
 fn command(words: &[&str]) -> Vec<Vec<u8>> {
@@ -35,6 +93,143 @@ fn send_all(client: &mut RespClient, commands: &[Vec<Vec<u8>>]) {
 fn pipeline(client: &mut RespClient, commands: &[Vec<Vec<u8>>], count: usize) -> Vec<Value> {
     send_all(client, commands);
     (0..count).map(|_| client.read_value()).collect()
+}
+
+#[test]
+fn client_info_shows_the_session_in_redis_7s_format() {
+    let setup = setup();
+    let mut client = setup.client();
+    let id = client_id(&mut client);
+    assert_eq!(client.cmd_str(&["CLIENT", "SETNAME", "app-1"]), ok());
+    assert_eq!(client.cmd_str(&["SELECT", "3"]), ok());
+    let line = text(client.cmd_str(&["CLIENT", "INFO"]));
+    assert!(
+        line.ends_with('\n') && line.lines().count() == 1,
+        "{line:?}"
+    );
+    assert_eq!(field(&line, "id"), id.to_string());
+    assert_eq!(field(&line, "name"), "app-1");
+    assert_eq!(field(&line, "db"), "3");
+    assert_eq!(field(&line, "cmd"), "client|info");
+    assert_eq!(field(&line, "resp"), "2");
+    assert_eq!(field(&line, "flags"), "N");
+    assert_eq!(field(&line, "multi"), "-1");
+    assert_eq!(field(&line, "user"), "default");
+    assert_eq!(field(&line, "laddr"), format!("127.0.0.1:{}", setup.port));
+    assert!(field(&line, "addr").starts_with("127.0.0.1:"), "{line}");
+
+    // The same fields, in the same order, as redis-server 7 itself writes.
+    let reference = text(setup.backends[0].client().cmd_str(&["CLIENT", "INFO"]));
+    let keys = |line: &str| -> Vec<String> { fields(line).into_iter().map(|(k, _)| k).collect() };
+    assert_eq!(keys(&line), keys(&reference));
+
+    // After HELLO 3: a verbatim string, resp=3; the last command is what it was.
+    assert!(matches!(client.cmd_str(&["HELLO", "3"]), Value::Map(_)));
+    let Value::Verbatim(format, line) = client.cmd_str(&["CLIENT", "INFO"]) else {
+        panic!("CLIENT INFO in RESP3 is a verbatim string");
+    };
+    assert_eq!(format, "txt");
+    let line = String::from_utf8(line).unwrap();
+    assert_eq!(field(&line, "resp"), "3");
+    assert_eq!(field(&line, "db"), "3");
+    assert_eq!(field(&line, "name"), "app-1");
+    assert_eq!(
+        client.cmd_str(&["CLIENT", "INFO", "x"]),
+        err("ERR wrong number of arguments for 'client|info' command")
+    );
+}
+
+#[test]
+fn client_list_shows_a_session_inside_multi_and_subscribed() {
+    let setup = setup();
+    let mut watcher = setup.client();
+    let mut transaction = setup.client();
+    let id = client_id(&mut transaction);
+    client_id(&mut watcher);
+    assert_eq!(transaction.cmd_str(&["MULTI"]), ok());
+    assert_eq!(transaction.cmd_str(&["SET", "k", "1"]), queued());
+    assert_eq!(transaction.cmd_str(&["GET", "k"]), queued());
+    let line = list(&mut watcher, &["ID", &id.to_string()]);
+    assert_eq!(listed_ids(&line), [id]);
+    assert_eq!(field(&line, "multi"), "2");
+    assert_eq!(field(&line, "flags"), "x");
+    assert_eq!(field(&line, "cmd"), "get");
+    assert_eq!(
+        transaction.cmd_str(&["EXEC"]),
+        Value::Array(vec![ok(), Value::bulk("1")])
+    );
+    let line = list(&mut watcher, &["ID", &id.to_string()]);
+    assert_eq!(field(&line, "multi"), "-1");
+    assert_eq!(field(&line, "flags"), "N");
+    assert_eq!(field(&line, "cmd"), "exec");
+
+    let mut subscriber = setup.client();
+    let subscriber_id = client_id(&mut subscriber);
+    let confirmation = subscriber.cmd_str(&["SUBSCRIBE", "news", "sport"]);
+    assert!(matches!(confirmation, Value::Array(_)), "{confirmation:?}");
+    subscriber.read_value();
+    let pubsub = list(&mut watcher, &["TYPE", "pubsub"]);
+    assert_eq!(listed_ids(&pubsub), [subscriber_id]);
+    assert_eq!(field(&pubsub, "flags"), "P");
+    assert_eq!(field(&pubsub, "sub"), "2");
+    assert_eq!(field(&pubsub, "psub"), "0");
+    let normal = listed_ids(&list(&mut watcher, &["TYPE", "normal"]));
+    assert!(
+        !normal.contains(&subscriber_id) && normal.contains(&id),
+        "{normal:?}"
+    );
+    assert_eq!(list(&mut watcher, &["TYPE", "master"]), "");
+    assert_eq!(
+        watcher.cmd_str(&["CLIENT", "LIST", "TYPE", "boss"]),
+        err("ERR Unknown client type 'boss'")
+    );
+    assert_eq!(
+        watcher.cmd_str(&["CLIENT", "LIST", "ID", "x"]),
+        err("ERR Invalid client ID")
+    );
+    assert_eq!(
+        watcher.cmd_str(&["CLIENT", "LIST", "ID"]),
+        err("ERR syntax error")
+    );
+}
+
+#[test]
+fn client_list_lists_exactly_the_live_sessions_of_its_pool() {
+    let backends = vec![RedisServer::start(), RedisServer::start()];
+    let (one, two) = (free_port(), free_port());
+    let config = ketama_pool("one", one, &backends, "") + &ketama_pool("two", two, &backends, "");
+    let _walnut = ProxyProcess::walnut(&config, &[local(one), local(two)]);
+    let connect = |port: u16| RespClient::connect(&format!("127.0.0.1:{port}"));
+    let mut clients: Vec<RespClient> = (0..3).map(|_| connect(one)).collect();
+    let ids: Vec<i64> = clients.iter_mut().map(client_id).collect();
+    let mut other_pool = connect(two);
+    let other_id = client_id(&mut other_pool);
+
+    let listing = list(&mut clients[0], &[]);
+    assert_eq!(listed_ids(&listing), ids, "{listing}");
+    assert!(!listed_ids(&listing).contains(&other_id));
+    assert_eq!(field(listing.lines().next().unwrap(), "cmd"), "client|list");
+    assert_eq!(listed_ids(&list(&mut other_pool, &[])), [other_id]);
+    // ID picks, in the order asked (an unknown id, or one of another pool, is left out).
+    let asked = [
+        ids[2].to_string(),
+        other_id.to_string(),
+        "999999".into(),
+        ids[0].to_string(),
+    ];
+    let asked: Vec<&str> = asked.iter().map(String::as_str).collect();
+    assert_eq!(
+        listed_ids(&list(&mut clients[1], &[&["ID"], &asked[..]].concat())),
+        [ids[2], ids[0]]
+    );
+
+    // A client that leaves leaves the list.
+    drop(clients.pop());
+    let left = wait_until("the closed client to leave CLIENT LIST", || {
+        let now = listed_ids(&list(&mut clients[0], &[]));
+        (now.len() == 2).then_some(now)
+    });
+    assert_eq!(left, ids[..2]);
 }
 
 /// A pool like [`ketama_pool`]'s but without a timeout, so a paused server only delays.

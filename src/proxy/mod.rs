@@ -5,6 +5,7 @@
 //! [`Proxy::reload`].
 
 pub mod backend;
+pub mod client_list;
 pub mod cluster;
 pub mod dedicated;
 pub mod doorman;

@@ -6,6 +6,7 @@ use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
 use super::backend::Lane;
+use super::client_list::SessionState;
 use super::error::BackendError;
 use super::pool::PoolSnapshot;
 use super::pubsub::Subscriptions;
@@ -40,6 +41,8 @@ pub struct RedisProtocol {
     last_path: Path,
     /// A request that must wait until every request before it is answered.
     stash: Option<Request>,
+    /// The name and user last published to the pool's list of sessions.
+    listed_as: (Option<Bytes>, Option<Box<str>>),
 }
 
 /// Which backend connection of a server a request goes over. Requests on one path keep
@@ -82,8 +85,11 @@ impl Protocol for RedisProtocol {
             subscriptions: Subscriptions::default(),
             last_path: Path::Shared(super::pool::default_lane(&snapshot.config)),
             stash: None,
+            listed_as: (None, None),
         }
     }
+
+    const LISTED: bool = true;
 
     fn handle_input(
         &mut self,
@@ -108,6 +114,7 @@ impl Protocol for RedisProtocol {
                 }
             }
         }
+        self.publish(core);
     }
 
     fn error_reply(err: &BackendError) -> Bytes {
@@ -150,6 +157,11 @@ impl RedisProtocol {
         }
         core.count_command_spec(spec);
         core.replies.begin_request();
+        if let Some(listed) = core.listing() {
+            listed
+                .entry()
+                .command(spec, request.arg(1).unwrap_or_default());
+        }
         if snapshot.config.redis_cluster && self.authenticated {
             if let Some(reply) = cluster_answer(snapshot, &request, spec) {
                 return core.push_ready(Bytes::from(reply));
@@ -276,6 +288,24 @@ impl RedisProtocol {
             Dispatch::ClientId => {
                 core.push_ready(Bytes::from(format!(":{}\r\n", core.client_id())))
             }
+            Dispatch::ClientInfo => {
+                self.publish(core);
+                let mut line = Vec::with_capacity(300);
+                if let Some(listed) = core.listing() {
+                    listed
+                        .entry()
+                        .write_line(std::time::Instant::now(), &mut line);
+                }
+                core.push_ready(text_reply(core, &line));
+            }
+            Dispatch::ClientList(filter) => {
+                self.publish(core);
+                let listing = core
+                    .listing()
+                    .map(|listed| listed.registry().list(&filter))
+                    .unwrap_or_default();
+                core.push_ready(text_reply(core, &listing));
+            }
             Dispatch::ClientReply(mode) => {
                 core.replies.set(mode);
                 if mode == ReplyMode::On {
@@ -296,7 +326,7 @@ impl RedisProtocol {
 }
 
 /// `text` as a verbatim string (`=n txt:…`) in RESP3, a bulk string in RESP2, as Redis
-/// answers `LOLWUT`.
+/// answers `CLIENT INFO`, `CLIENT LIST` and `LOLWUT`.
 fn text_reply(core: &Core, text: &[u8]) -> Bytes {
     let mut encoder = Encoder::new(core.lane.protocol());
     encoder.verbatim(b"txt", text);
@@ -400,6 +430,32 @@ fn subscribed_mode(spec: Option<&command::CommandSpec>, request: &Request) -> Op
 }
 
 impl RedisProtocol {
+    /// Publishes what `CLIENT LIST` shows of this session to its entry: cheap stores once a
+    /// batch, the name and user only when they changed.
+    fn publish(&mut self, core: &Core) {
+        let Some(listed) = core.listing() else {
+            return;
+        };
+        let entry = listed.entry();
+        let (sub, psub, ssub) = self.subscriptions.counts();
+        entry.publish(&SessionState {
+            db: core.lane.db,
+            resp3: core.lane.resp3,
+            sub,
+            psub,
+            ssub,
+            multi: self.transactions.queued(),
+        });
+        if self.listed_as.0 != self.client_name {
+            self.listed_as.0.clone_from(&self.client_name);
+            entry.rename(self.client_name.clone());
+        }
+        if self.listed_as.1 != self.user {
+            self.listed_as.1.clone_from(&self.user);
+            entry.authenticated_as(self.user.clone());
+        }
+    }
+
     /// `HELLO [protover [AUTH user pass] [SETNAME name]]`, applied as Redis applies it: a bad
     /// protocol version first, then each option in turn (stopping at the first that fails),
     /// then a bad option's error, then `NOAUTH` for a client still not authenticated; only

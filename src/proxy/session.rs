@@ -20,6 +20,7 @@ use tokio::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use super::backend::{BackendRequest, ClientReply, Lane, ReplyTo};
+use super::client_list::Registration;
 use super::error::BackendError;
 use super::outbox::Outbox;
 use super::pool::{Pool, PoolSnapshot, Server};
@@ -81,6 +82,9 @@ pub trait Protocol: Send + 'static {
 
     /// Lets the protocol move what it holds on servers to `snapshot`'s.
     fn servers_changed(&mut self, _core: &mut Core, _snapshot: &Arc<PoolSnapshot>) {}
+
+    /// Whether its sessions are listed in the pool's registry (`CLIENT LIST`).
+    const LISTED: bool = false;
 }
 
 /// How often a session that follows the pool's servers looks at them.
@@ -187,6 +191,8 @@ pub struct Core {
     pushed_to: bool,
     /// Which replies the client asked not to be sent (`CLIENT REPLY`).
     pub replies: ReplyControl,
+    /// Its entry in the pool's list of sessions (Redis sessions only).
+    listed: Option<Registration>,
 }
 
 impl Core {
@@ -267,6 +273,11 @@ impl Core {
             arrived: Some(self.batch_arrived),
             silenced,
         });
+    }
+
+    /// The session's entry in its pool's list of sessions, if it is listed.
+    pub fn listing(&self) -> Option<&Registration> {
+        self.listed.as_ref()
     }
 
     /// Reserves the next slot for a reply that `ReplyTo` will deliver (a request sent on a
@@ -457,6 +468,9 @@ impl Core {
         server.dedicated.spawn(request);
         self.push_slot(SlotState::Waiting);
         self.blocked_on = Some(seq);
+        if let Some(listed) = &self.listed {
+            listed.entry().blocked(true);
+        }
     }
 
     /// Sends each `(server, frame)` part and reserves one slot that `merger` completes.
@@ -511,6 +525,9 @@ impl Core {
         }
         if self.blocked_on == Some(reply.seq) {
             self.blocked_on = None;
+            if let Some(listed) = &self.listed {
+                listed.entry().blocked(false);
+            }
         }
         let Some(index) = reply.seq.checked_sub(self.front_seq) else {
             return;
@@ -593,6 +610,9 @@ impl Core {
     /// Starts a new batch: requests read now time out at now + the pool's `timeout`.
     pub fn start_batch(&mut self, snapshot: &PoolSnapshot) {
         self.batch_arrived = Instant::now();
+        if let Some(listed) = &self.listed {
+            listed.entry().heard(self.batch_arrived.into_std());
+        }
         self.batch_deadline = snapshot
             .config
             .timeout_ms
@@ -652,6 +672,7 @@ pub async fn serve_client<P: Protocol>(
 ) {
     let mut replies = None;
     let mut protocol = P::new(&pool.current.load());
+    let listed = P::LISTED.then(|| pool.sessions.register(id, stream.endpoints()));
     let lane = super::pool::default_lane(&pool.current.load().config);
     let mut core = Core {
         id,
@@ -674,6 +695,7 @@ pub async fn serve_client<P: Protocol>(
         overflowed: false,
         pushed_to: false,
         replies: ReplyControl::default(),
+        listed,
     };
     // A read or write error ends the session as a client error (twemproxy's `client_err`).
     let mut failed = false;

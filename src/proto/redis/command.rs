@@ -77,8 +77,8 @@ pub enum Local {
     Ping,
     Quit,
     Auth,
-    /// `CLIENT SETNAME|GETNAME|SETINFO|ID|REPLY|NO-EVICT|NO-TOUCH`; other subcommands are
-    /// refused.
+    /// `CLIENT SETNAME|GETNAME|SETINFO|ID|INFO|LIST|REPLY|NO-EVICT|NO-TOUCH`; other
+    /// subcommands are refused.
     Client,
     /// Only `SELECT 0`: the pool's database is `redis_db`.
     Select,

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::clients::{self, ReplyMode};
+use super::clients::{self, ListFilter, ReplyMode};
 use super::command::{
     self, BlockKeys, CommandSpec, Everywhere, Handling, Keys, Local, Refusal, StateCommand,
     Subcommand,
@@ -100,6 +100,10 @@ pub enum Dispatch<'a> {
     GetClientName,
     /// `CLIENT ID`: the session's id, unique in the process.
     ClientId,
+    /// `CLIENT INFO`: the session's own line (`proto::redis::clients`).
+    ClientInfo,
+    /// `CLIENT LIST [TYPE t | ID id …]`: the pool's sessions, a line each.
+    ClientList(ListFilter),
     /// `CLIENT REPLY ON|OFF|SKIP`: which replies the client gets from now on.
     ClientReply(ReplyMode),
     /// Answer locally with this text: a verbatim string (`=n txt:…`) in RESP3, a bulk
@@ -410,8 +414,9 @@ fn lolwut(req: &Request) -> Dispatch<'_> {
     )
 }
 
-/// `CLIENT SETNAME|GETNAME|SETINFO|ID|REPLY|NO-EVICT|NO-TOUCH`, answered with the session's
-/// own state (the ones client libraries send on connect among them).
+/// `CLIENT SETNAME|GETNAME|SETINFO|ID|INFO|LIST|REPLY|NO-EVICT|NO-TOUCH`, answered with the
+/// session's own state (the ones client libraries send on connect among them) and, for
+/// `LIST`, the pool's sessions.
 fn client(req: &Request) -> Dispatch<'_> {
     let sub = req.arg(1).unwrap_or_default();
     let argc = req.argc();
@@ -440,6 +445,16 @@ fn client(req: &Request) -> Dispatch<'_> {
             return wrong_arity("client|id");
         }
         Dispatch::ClientId
+    } else if is("INFO") {
+        if argc != 2 {
+            return wrong_arity("client|info");
+        }
+        Dispatch::ClientInfo
+    } else if is("LIST") {
+        match clients::list_filter(req) {
+            Ok(filter) => Dispatch::ClientList(filter),
+            Err(err) => reply_error(&err.to_string()),
+        }
     } else if is("REPLY") {
         if argc != 3 {
             return wrong_arity("client|reply");
@@ -1159,7 +1174,24 @@ mod tests {
     }
 
     #[test]
-    fn client_reply_is_answered_by_the_session() {
+    fn client_info_list_and_reply_are_answered_by_the_session() {
+        check("CLIENT INFO", Dispatch::ClientInfo);
+        check("client info x", arity("client|info"));
+        check("CLIENT List", Dispatch::ClientList(ListFilter::All));
+        check(
+            "CLIENT LIST ID 4 5",
+            Dispatch::ClientList(ListFilter::Ids(vec![4, 5])),
+        );
+        check(
+            "CLIENT LIST TYPE normal",
+            Dispatch::ClientList(ListFilter::Type(clients::ClientType::Normal)),
+        );
+        check(
+            "CLIENT LIST TYPE nobody",
+            reply("-ERR Unknown client type 'nobody'"),
+        );
+        check("CLIENT LIST ID 4 x", reply("-ERR Invalid client ID"));
+        check("CLIENT LIST ID", reply("-ERR syntax error"));
         check("CLIENT REPLY on", Dispatch::ClientReply(ReplyMode::On));
         check("CLIENT REPLY OFF", Dispatch::ClientReply(ReplyMode::Off));
         check("CLIENT REPLY Skip", Dispatch::ClientReply(ReplyMode::Skip));
@@ -1229,8 +1261,8 @@ mod tests {
             reply("-ERR command 'client|kill' is not supported by walnut"),
         );
         check(
-            "CLIENT List",
-            reply("-ERR command 'client|list' is not supported by walnut"),
+            "CLIENT PAUSE 100",
+            reply("-ERR command 'client|pause' is not supported by walnut"),
         );
         check("SELECT 0", Dispatch::Select { db: 0 });
         check("SELECT 15", Dispatch::Select { db: 15 });
