@@ -1237,7 +1237,7 @@ fn identical_binary_safe_large_values_and_long_pipelines() {
 }
 
 #[test]
-fn identical_local_replies_quit_command_and_lolwut() {
+fn identical_local_replies_quit_and_command() {
     let fx = three_server_fixture();
     let cases = vec![
         Case::new("PING", PLAIN).send(&[&["PING"], &["ping"], &["PiNg"]]),
@@ -1254,9 +1254,31 @@ fn identical_local_replies_quit_command_and_lolwut() {
         Case::new("AUTH on a pool without redis_auth", PLAIN)
             .send(&[&["AUTH", "secret"], &["GET", "k"]]),
         // COMMAND is answered from the servers' own table, limited to what walnut serves:
-        // tests/key_specs.rs.
-        Case::new("LOLWUT", PLAIN).send(&[&["LOLWUT"]]),
+        // tests/key_specs.rs. LOLWUT names walnut: documented below.
     ];
+    fx.harness.run_all(cases);
+}
+
+#[test]
+fn documented_lolwut_names_walnut_where_twemproxy_forwards_it() {
+    let fx = three_server_fixture();
+    // nutcracker forwards it: the server's own answer (art and its Redis version).
+    let Value::Bulk(server_text) = fx.harness.backends[0].client().cmd_str(&["LOLWUT"]) else {
+        panic!("LOLWUT is a bulk string");
+    };
+    let bulk = |text: &[u8]| {
+        let mut out = format!("${}\r\n", text.len()).into_bytes();
+        out.extend_from_slice(text);
+        out.extend_from_slice(b"\r\n");
+        out
+    };
+    let walnut_text = format!(
+        "walnut ver. {}, a Redis proxy speaking Redis ver. 7.0.0\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let cases = vec![Case::new("LOLWUT", PLAIN)
+        .send(&[&["LOLWUT"]])
+        .differs(open(bulk(&server_text)), open(bulk(walnut_text.as_bytes())))];
     fx.harness.run_all(cases);
 }
 

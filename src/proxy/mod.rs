@@ -5,6 +5,7 @@
 //! [`Proxy::reload`].
 
 pub mod backend;
+pub mod client_list;
 pub mod cluster;
 pub mod commands;
 pub mod dedicated;
@@ -20,6 +21,7 @@ pub mod outbox;
 pub mod pool;
 pub mod pubsub;
 pub mod redis_client;
+pub mod reply_mode;
 pub mod sentinel;
 pub mod session;
 pub mod stream;

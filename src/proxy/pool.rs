@@ -216,6 +216,8 @@ pub struct Pool {
     pub cluster: super::cluster::ClusterControl,
     /// Where the stats layout lives, for a cluster pool whose servers come and go.
     pub stats_registry: std::sync::OnceLock<Weak<crate::stats::Stats>>,
+    /// Its live Redis sessions, for `CLIENT LIST`; kept across reloads.
+    pub sessions: Arc<super::client_list::ClientRegistry>,
 }
 
 /// `*N\r\n$len\r\narg\r\n…` for handshake commands.
@@ -318,6 +320,7 @@ impl Pool {
                 drain_cut: DrainTally::default(),
                 cluster: super::cluster::ClusterControl::default(),
                 stats_registry: std::sync::OnceLock::new(),
+                sessions: Arc::default(),
             }
         })
     }

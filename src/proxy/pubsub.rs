@@ -54,6 +54,15 @@ impl Subscriptions {
         !(self.channels.is_empty() && self.patterns.is_empty() && self.shard_channels.is_empty())
     }
 
+    /// How many channels, patterns and shard channels it holds.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.channels.len(),
+            self.patterns.len(),
+            self.shard_channels.len(),
+        )
+    }
+
     /// The count a confirmation of `kind` reports: channels and patterns together, shard
     /// channels apart (as Redis 7 counts them).
     fn count(&self, kind: Subscription) -> usize {

@@ -6,14 +6,17 @@ use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
 use super::backend::Lane;
+use super::client_list::SessionState;
 use super::error::BackendError;
 use super::pool::PoolSnapshot;
 use super::pubsub::Subscriptions;
 use super::session::{route, route_error, Closing, Core, Merger, Protocol};
 use super::transaction::{Queued, Transactions, CROSSSLOT};
 use crate::config::ReadFrom;
+use crate::proto::redis::clients::ReplyMode;
 use crate::proto::redis::command::{self, StateCommand};
 use crate::proto::redis::dispatch::{self, Dispatch, KeyRange, KeyRanges, SplitKind};
+use crate::proto::redis::encode::Encoder;
 use crate::proto::redis::hello::{self, HelloOption};
 use crate::proto::redis::pubsub::{subscribed_pong, PubsubMerge};
 use crate::proto::redis::reply::Protocol as RespProtocol;
@@ -38,6 +41,8 @@ pub struct RedisProtocol {
     last_path: Path,
     /// A request that must wait until every request before it is answered.
     stash: Option<Request>,
+    /// The name and user last published to the pool's list of sessions.
+    listed_as: (Option<Bytes>, Option<Box<str>>),
 }
 
 /// Which backend connection of a server a request goes over. Requests on one path keep
@@ -80,8 +85,11 @@ impl Protocol for RedisProtocol {
             subscriptions: Subscriptions::default(),
             last_path: Path::Shared(super::pool::default_lane(&snapshot.config)),
             stash: None,
+            listed_as: (None, None),
         }
     }
+
+    const LISTED: bool = true;
 
     fn handle_input(
         &mut self,
@@ -100,11 +108,13 @@ impl Protocol for RedisProtocol {
                 Ok(Some(request)) => self.handle_request(core, snapshot, request),
                 Ok(None) => break,
                 Err(err) => {
+                    core.replies.begin_request();
                     core.push_ready(Bytes::from(dispatch::error_reply(&err.to_string())));
                     core.closing = Some(Closing::ProtocolError);
                 }
             }
         }
+        self.publish(core);
     }
 
     fn error_reply(err: &BackendError) -> Bytes {
@@ -159,6 +169,12 @@ impl RedisProtocol {
             }
         }
         core.count_command_spec(spec);
+        core.replies.begin_request();
+        if let Some(listed) = core.listing() {
+            listed
+                .entry()
+                .command(spec, request.arg(1).unwrap_or_default());
+        }
         if snapshot.config.redis_cluster && self.authenticated {
             if let Some(reply) = cluster_answer(snapshot, &request, spec, core.lane.resp3) {
                 return core.push_ready(Bytes::from(reply));
@@ -305,6 +321,31 @@ impl RedisProtocol {
             Dispatch::ClientId => {
                 core.push_ready(Bytes::from(format!(":{}\r\n", core.client_id())))
             }
+            Dispatch::ClientInfo => {
+                self.publish(core);
+                let mut line = Vec::with_capacity(300);
+                if let Some(listed) = core.listing() {
+                    listed
+                        .entry()
+                        .write_line(std::time::Instant::now(), &mut line);
+                }
+                core.push_ready(text_reply(core, &line));
+            }
+            Dispatch::ClientList(filter) => {
+                self.publish(core);
+                let listing = core
+                    .listing()
+                    .map(|listed| listed.registry().list(&filter))
+                    .unwrap_or_default();
+                core.push_ready(text_reply(core, &listing));
+            }
+            Dispatch::ClientReply(mode) => {
+                core.replies.set(mode);
+                if mode == ReplyMode::On {
+                    core.push_ready(Bytes::from_static(dispatch::OK));
+                }
+            }
+            Dispatch::Text(text) => core.push_ready(text_reply(core, &text)),
             Dispatch::GetClientName => {
                 let reply = match &self.client_name {
                     Some(name) => dispatch::bulk(name),
@@ -315,6 +356,14 @@ impl RedisProtocol {
             }
         }
     }
+}
+
+/// `text` as a verbatim string (`=n txt:…`) in RESP3, a bulk string in RESP2, as Redis
+/// answers `CLIENT INFO`, `CLIENT LIST` and `LOLWUT`.
+fn text_reply(core: &Core, text: &[u8]) -> Bytes {
+    let mut encoder = Encoder::new(core.lane.protocol());
+    encoder.verbatim(b"txt", text);
+    Bytes::from(encoder.finish())
 }
 
 /// What decides whether a user may run a command: walnut's table, or the backend's entry
@@ -379,6 +428,7 @@ fn queued(
         // Redis queues PING and ECHO like any command; walnut's local answers would be
         // missing from EXEC's array.
         Dispatch::Reply(_) if matches!(name, "PING" | "ECHO") => return Queued::Keyless,
+        Dispatch::Text(_) if name == "LOLWUT" => return Queued::Keyless,
         Dispatch::Stateful(StateCommand::Unwatch) | Dispatch::Command => return Queued::Keyless,
         Dispatch::Forward { key } if std::ptr::eq(key, dispatch::PLACEHOLDER_KEY) => {
             return Queued::Keyless
@@ -430,6 +480,32 @@ fn subscribed_mode(
 }
 
 impl RedisProtocol {
+    /// Publishes what `CLIENT LIST` shows of this session to its entry: cheap stores once a
+    /// batch, the name and user only when they changed.
+    fn publish(&mut self, core: &Core) {
+        let Some(listed) = core.listing() else {
+            return;
+        };
+        let entry = listed.entry();
+        let (sub, psub, ssub) = self.subscriptions.counts();
+        entry.publish(&SessionState {
+            db: core.lane.db,
+            resp3: core.lane.resp3,
+            sub,
+            psub,
+            ssub,
+            multi: self.transactions.queued(),
+        });
+        if self.listed_as.0 != self.client_name {
+            self.listed_as.0.clone_from(&self.client_name);
+            entry.rename(self.client_name.clone());
+        }
+        if self.listed_as.1 != self.user {
+            self.listed_as.1.clone_from(&self.user);
+            entry.authenticated_as(self.user.clone());
+        }
+    }
+
     /// `HELLO [protover [AUTH user pass] [SETNAME name]]`, applied as Redis applies it: a bad
     /// protocol version first, then each option in turn (stopping at the first that fails),
     /// then a bad option's error, then `NOAUTH` for a client still not authenticated; only
@@ -547,10 +623,15 @@ impl RedisProtocol {
                     Err(Spread::Failed(err)) => core.push_error(&err),
                 }
             }
+            // Confirmations are pushes: sent whatever `CLIENT REPLY` says, as in Redis 7.
             StateCommand::Subscribe(kind) => {
+                core.replies.answers_with_pushes();
                 self.subscriptions.subscribe(core, snapshot, kind, &names())
             }
-            StateCommand::Unsubscribe(kind) => self.subscriptions.unsubscribe(core, kind, &names()),
+            StateCommand::Unsubscribe(kind) => {
+                core.replies.answers_with_pushes();
+                self.subscriptions.unsubscribe(core, kind, &names())
+            }
             StateCommand::Pubsub => pubsub_everywhere(core, snapshot, request),
             StateCommand::Reset => {
                 self.transactions.abandon();
@@ -559,6 +640,7 @@ impl RedisProtocol {
                 self.authenticated =
                     snapshot.config.redis_auth.is_none() && snapshot.config.users.is_none();
                 self.user = None;
+                core.replies.reset();
                 core.push_ready(Bytes::from_static(b"+RESET\r\n"));
             }
         }

@@ -20,9 +20,11 @@ use tokio::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use super::backend::{BackendRequest, ClientReply, Lane, ReplyTo};
+use super::client_list::Registration;
 use super::error::BackendError;
 use super::outbox::Outbox;
 use super::pool::{Pool, PoolSnapshot, Server};
+use super::reply_mode::ReplyControl;
 use super::stream::Stream;
 use super::timers::{drain_end, Drain, DrainEnd, IdleRelease};
 use crate::config::EjectPolicy;
@@ -80,6 +82,9 @@ pub trait Protocol: Send + 'static {
 
     /// Lets the protocol move what it holds on servers to `snapshot`'s.
     fn servers_changed(&mut self, _core: &mut Core, _snapshot: &Arc<PoolSnapshot>) {}
+
+    /// Whether its sessions are listed in the pool's registry (`CLIENT LIST`).
+    const LISTED: bool = false;
 }
 
 /// How often a session that follows the pool's servers looks at them.
@@ -114,6 +119,9 @@ pub enum Expect {
 struct Slot {
     state: SlotState,
     arrived: Option<Instant>,
+    /// The client asked for no reply (`CLIENT REPLY OFF|SKIP`): the slot keeps its place,
+    /// its reply is dropped.
+    silenced: bool,
 }
 
 /// The `seq` of a [`ClientReply`] that answers no request: a pub/sub message a server pushed,
@@ -181,6 +189,10 @@ pub struct Core {
     /// A subscriber connection holds [`Core::push_target`]: the reply channel must outlive
     /// idle periods, or the messages it pushes later would go nowhere.
     pushed_to: bool,
+    /// Which replies the client asked not to be sent (`CLIENT REPLY`).
+    pub replies: ReplyControl,
+    /// Its entry in the pool's list of sessions (Redis sessions only).
+    listed: Option<Registration>,
 }
 
 impl Core {
@@ -243,15 +255,29 @@ impl Core {
 
     /// Queues a reply that is already known, in its place in the order.
     pub fn push_ready(&mut self, reply: Bytes) {
-        self.ready_bytes += reply.len();
         self.push_slot(SlotState::Ready(reply));
     }
 
     fn push_slot(&mut self, state: SlotState) {
+        let silenced = self.replies.silenced();
+        let state = match state {
+            SlotState::Ready(_) if silenced => SlotState::Ready(Bytes::new()),
+            SlotState::Ready(reply) => {
+                self.ready_bytes += reply.len();
+                SlotState::Ready(reply)
+            }
+            waiting => waiting,
+        };
         self.slots.push_back(Slot {
             state,
             arrived: Some(self.batch_arrived),
+            silenced,
         });
+    }
+
+    /// The session's entry in its pool's list of sessions, if it is listed.
+    pub fn listing(&self) -> Option<&Registration> {
+        self.listed.as_ref()
     }
 
     /// Reserves the next slot for a reply that `ReplyTo` will deliver (a request sent on a
@@ -442,6 +468,9 @@ impl Core {
         server.dedicated.spawn(request);
         self.push_slot(SlotState::Waiting);
         self.blocked_on = Some(seq);
+        if let Some(listed) = &self.listed {
+            listed.entry().blocked(true);
+        }
     }
 
     /// Sends each `(server, frame)` part and reserves one slot that `merger` completes.
@@ -488,6 +517,7 @@ impl Core {
                 self.slots.push_back(Slot {
                     state: SlotState::Ready(message),
                     arrived: None,
+                    silenced: false,
                 });
                 self.overflowed |= !self.within_bounds();
             }
@@ -495,6 +525,9 @@ impl Core {
         }
         if self.blocked_on == Some(reply.seq) {
             self.blocked_on = None;
+            if let Some(listed) = &self.listed {
+                listed.entry().blocked(false);
+            }
         }
         let Some(index) = reply.seq.checked_sub(self.front_seq) else {
             return;
@@ -522,6 +555,7 @@ impl Core {
             // A reply for a slot that already has one: never overwrite it.
             SlotState::Ready(_) => return,
         };
+        let ready = if slot.silenced { Bytes::new() } else { ready };
         self.ready_bytes += ready.len();
         slot.state = SlotState::Ready(ready);
     }
@@ -537,10 +571,14 @@ impl Core {
             if let Some(Slot {
                 state: SlotState::Ready(reply),
                 arrived,
+                ..
             }) = self.slots.pop_front()
             {
                 self.ready_bytes -= reply.len();
-                out.push(reply);
+                // A silenced reply is empty (and nothing else is).
+                if !reply.is_empty() {
+                    out.push(reply);
+                }
                 if let Some(arrived) = arrived {
                     let now = *now.get_or_insert_with(Instant::now);
                     self.stats
@@ -572,6 +610,9 @@ impl Core {
     /// Starts a new batch: requests read now time out at now + the pool's `timeout`.
     pub fn start_batch(&mut self, snapshot: &PoolSnapshot) {
         self.batch_arrived = Instant::now();
+        if let Some(listed) = &self.listed {
+            listed.entry().heard(self.batch_arrived.into_std());
+        }
         self.batch_deadline = snapshot
             .config
             .timeout_ms
@@ -631,6 +672,7 @@ pub async fn serve_client<P: Protocol>(
 ) {
     let mut replies = None;
     let mut protocol = P::new(&pool.current.load());
+    let listed = P::LISTED.then(|| pool.sessions.register(id, stream.endpoints()));
     let lane = super::pool::default_lane(&pool.current.load().config);
     let mut core = Core {
         id,
@@ -652,6 +694,8 @@ pub async fn serve_client<P: Protocol>(
         deferred: false,
         overflowed: false,
         pushed_to: false,
+        replies: ReplyControl::default(),
+        listed,
     };
     // A read or write error ends the session as a client error (twemproxy's `client_err`).
     let mut failed = false;

@@ -168,6 +168,15 @@ impl TlsHandoff {
     }
 }
 
+/// Both ends of a client's connection ([`Stream::endpoints`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    pub peer: String,
+    pub local: String,
+    pub fd: i32,
+    pub unix: bool,
+}
+
 /// A [`Stream`] detached from its runtime, to be handed to another worker.
 #[derive(Debug)]
 pub enum DetachedStream {
@@ -205,6 +214,49 @@ impl Stream {
         match detached {
             DetachedStream::Tcp(s) => TcpStream::from_std(s).map(Stream::Tcp),
             DetachedStream::Unix(s) => UnixStream::from_std(s).map(Stream::Unix),
+        }
+    }
+
+    /// Both ends of the connection, as Redis's `CLIENT LIST` writes them (`ip:port`; a unix
+    /// socket's path and `:0` for both, its peer having no name), its descriptor, and
+    /// whether it is a unix socket.
+    pub fn endpoints(&mut self) -> Endpoints {
+        use std::os::fd::AsRawFd;
+        let shown = |addr: io::Result<std::net::SocketAddr>| {
+            addr.map_or_else(|_| "?:0".to_owned(), |addr| addr.to_string())
+        };
+        match self {
+            Stream::Tcp(s) => Endpoints {
+                peer: shown(s.peer_addr()),
+                local: shown(s.local_addr()),
+                fd: s.as_raw_fd(),
+                unix: false,
+            },
+            Stream::Unix(s) => {
+                let path = s
+                    .local_addr()
+                    .ok()
+                    .and_then(|addr| addr.as_pathname().map(|p| p.display().to_string()))
+                    .unwrap_or_default();
+                Endpoints {
+                    peer: format!("{path}:0"),
+                    local: format!("{path}:0"),
+                    fd: s.as_raw_fd(),
+                    unix: true,
+                }
+            }
+            Stream::Tls(session) => {
+                let mut session = lock(session);
+                match transport_of(&mut session).0.as_mut() {
+                    Some(plain) => plain.endpoints(),
+                    None => Endpoints {
+                        peer: "?:0".to_owned(),
+                        local: "?:0".to_owned(),
+                        fd: -1,
+                        unix: false,
+                    },
+                }
+            }
         }
     }
 

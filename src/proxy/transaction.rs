@@ -50,6 +50,8 @@ struct Transaction {
     unbound: Vec<Bytes>,
     /// Its place in the session's order of connections (see [`Transactions::path`]).
     path: u64,
+    /// Commands queued since MULTI (refused ones are not), as `CLIENT LIST` counts them.
+    queued: usize,
 }
 
 /// A session's transaction state.
@@ -64,6 +66,11 @@ impl Transactions {
     /// True between MULTI and EXEC/DISCARD.
     pub fn in_multi(&self) -> bool {
         self.current.as_ref().is_some_and(|t| t.multi)
+    }
+
+    /// How many commands are queued, inside MULTI.
+    pub fn queued(&self) -> Option<usize> {
+        self.current.as_ref().filter(|t| t.multi).map(|t| t.queued)
     }
 
     /// True while a transaction or a WATCH holds a connection.
@@ -94,6 +101,7 @@ impl Transactions {
             bound: None,
             unbound: Vec::new(),
             path,
+            queued: 0,
         })
     }
 
@@ -142,18 +150,19 @@ impl Transactions {
                     transaction.dirty = true;
                     core.push_ready(Bytes::from_static(CROSSSLOT));
                 }
-                Some(_) => transaction.send(core, frame, false),
+                Some(_) => transaction.send_queued(core, frame),
                 None => match transaction.bind(core, snapshot, server) {
-                    Ok(()) => transaction.send(core, frame, false),
+                    Ok(()) => transaction.send_queued(core, frame),
                     Err(err) => {
                         transaction.dirty = true;
                         core.push_error(&err);
                     }
                 },
             },
-            Queued::Keyless if transaction.bound.is_some() => transaction.send(core, frame, false),
+            Queued::Keyless if transaction.bound.is_some() => transaction.send_queued(core, frame),
             Queued::Keyless => {
                 transaction.unbound.push(frame);
+                transaction.queued += 1;
                 core.push_ready(Bytes::from_static(QUEUED));
             }
         }
@@ -261,6 +270,12 @@ impl Transaction {
         }
         self.bound = Some((server, lease));
         Ok(())
+    }
+
+    /// Sends a command queued in MULTI on the lease.
+    fn send_queued(&mut self, core: &mut Core, frame: Bytes) {
+        self.queued += 1;
+        self.send(core, frame, false);
     }
 
     /// Sends `frame` on the lease and reserves its slot; `release` hands the connection back

@@ -41,7 +41,7 @@ pub enum Arity {
 /// Where a forwarded command's keys are (argument positions; 0 is the command name).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Keys {
-    /// No key: routed by the literal key `placeholder` (`COMMAND`, `LOLWUT`, `OBJECT HELP`).
+    /// No key: routed by the literal key `placeholder` (`COMMAND`, `TIME`, `OBJECT HELP`).
     Placeholder,
     /// `count` consecutive keys from `first`: GET (1, 1), RENAME and COPY (1, 2).
     Span { first: u8, count: u8 },
@@ -77,7 +77,8 @@ pub enum Local {
     Ping,
     Quit,
     Auth,
-    /// `CLIENT SETNAME|GETNAME|SETINFO`; other subcommands are refused.
+    /// `CLIENT SETNAME|GETNAME|SETINFO|ID|INFO|LIST|REPLY|NO-EVICT|NO-TOUCH`; other
+    /// subcommands are refused.
     Client,
     /// Only `SELECT 0`: the pool's database is `redis_db`.
     Select,
@@ -87,6 +88,8 @@ pub enum Local {
     /// `COMMAND [COUNT|INFO|DOCS|LIST …]`: from the backend's own entries
     /// (`proto::redis::catalog`), others forwarded.
     Command,
+    /// walnut's version and the Redis version its commands follow.
+    Lolwut,
 }
 
 /// Commands that change the connection's state: walnut keeps the state (a transaction's
@@ -377,7 +380,7 @@ pub static COMMANDS: [CommandSpec; 250] = [
     tw("LLEN", Arg0, KEY),
     tw("LMOVE", Arg3, TWO_KEYS),
     new("LMPOP", AtLeast(4), Route(Numkeys { at: 1 })),
-    tw("LOLWUT", Nokey, PLACEHOLDER),
+    tw("LOLWUT", Nokey, Answer(Lolwut)),
     tw("LPOP", Argn, KEY),
     tw("LPOS", Argn, KEY),
     tw("LPUSH", Argn, KEY),
@@ -655,8 +658,8 @@ mod tests {
             let expected_flag = match spec.handling {
                 Answer(Ping | Auth) | Refuse(_) => "noforward",
                 Answer(Quit) => "quit",
-                // twemproxy forwards it by the placeholder key; walnut answers it.
-                Route(Placeholder) | Answer(Command) => "placeholder-key",
+                // twemproxy forwards them by the placeholder key; walnut answers them.
+                Route(Placeholder) | Answer(Command | Lolwut) => "placeholder-key",
                 _ => "",
             };
             assert_eq!(flag, expected_flag, "{name}");

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use super::clients::{self, ListFilter, ReplyMode};
 use super::command::{
     self, BlockKeys, CommandSpec, Everywhere, Handling, Keys, Local, Refusal, StateCommand,
     Subcommand,
@@ -14,7 +15,7 @@ use super::fanout::Fanout;
 use super::keyspecs::{KeysError, LearnedKeys};
 use super::request::Request;
 
-/// The key twemproxy routes key-less forwarded commands (`COMMAND`, `LOLWUT`) by.
+/// The key twemproxy routes key-less forwarded commands (`COMMAND`, `TIME`) by.
 pub const PLACEHOLDER_KEY: &[u8] = b"placeholder";
 
 /// Argument positions of keys: `first, first + step, …` below `end` (empty when `first >= end`).
@@ -100,6 +101,15 @@ pub enum Dispatch<'a> {
     GetClientName,
     /// `CLIENT ID`: the session's id, unique in the process.
     ClientId,
+    /// `CLIENT INFO`: the session's own line (`proto::redis::clients`).
+    ClientInfo,
+    /// `CLIENT LIST [TYPE t | ID id …]`: the pool's sessions, a line each.
+    ClientList(ListFilter),
+    /// `CLIENT REPLY ON|OFF|SKIP`: which replies the client gets from now on.
+    ClientReply(ReplyMode),
+    /// Answer locally with this text: a verbatim string (`=n txt:…`) in RESP3, a bulk
+    /// string in RESP2.
+    Text(Vec<u8>),
     /// `QUIT`: write pending replies, then close.
     Quit,
     /// `SELECT <db>` with an integer (the session checks it against the pool's `databases`
@@ -416,11 +426,48 @@ fn answer_locally<'a>(spec: &CommandSpec, local: Local, req: &'a Request) -> Dis
         },
         Local::Echo => Dispatch::Reply(bulk(arg1)),
         Local::Hello => Dispatch::Hello,
+        Local::Lolwut => lolwut(req),
     }
 }
 
-/// `CLIENT SETNAME|GETNAME|SETINFO|ID|NO-EVICT|NO-TOUCH`, answered with the session's own
-/// state (the ones client libraries send on connect among them).
+/// `LOLWUT [VERSION n [arguments …]]`: walnut's version and the Redis version its command set
+/// follows. The arguments are checked as Redis checks them: `n` and the numbers versions 5
+/// and 6 take after it must be integers.
+fn lolwut(req: &Request) -> Dispatch<'_> {
+    if req.argc() >= 3
+        && req
+            .arg(1)
+            .unwrap_or_default()
+            .eq_ignore_ascii_case(b"VERSION")
+    {
+        let drawing_arguments = match parse_integer(req.arg(2).unwrap_or_default()) {
+            None => return reply_error(NOT_AN_INTEGER),
+            Some(5) => 3,
+            Some(6) => 2,
+            Some(_) => 0,
+        };
+        if req
+            .args()
+            .skip(3)
+            .take(drawing_arguments)
+            .any(|arg| parse_integer(arg).is_none())
+        {
+            return reply_error(NOT_AN_INTEGER);
+        }
+    }
+    Dispatch::Text(
+        format!(
+            "walnut ver. {}, a Redis proxy speaking Redis ver. {}\n",
+            env!("CARGO_PKG_VERSION"),
+            super::hello::REDIS_VERSION
+        )
+        .into_bytes(),
+    )
+}
+
+/// `CLIENT SETNAME|GETNAME|SETINFO|ID|INFO|LIST|REPLY|NO-EVICT|NO-TOUCH`, answered with the
+/// session's own state (the ones client libraries send on connect among them) and, for
+/// `LIST`, the pool's sessions.
 fn client(req: &Request) -> Dispatch<'_> {
     let sub = req.arg(1).unwrap_or_default();
     let argc = req.argc();
@@ -449,6 +496,24 @@ fn client(req: &Request) -> Dispatch<'_> {
             return wrong_arity("client|id");
         }
         Dispatch::ClientId
+    } else if is("INFO") {
+        if argc != 2 {
+            return wrong_arity("client|info");
+        }
+        Dispatch::ClientInfo
+    } else if is("LIST") {
+        match clients::list_filter(req) {
+            Ok(filter) => Dispatch::ClientList(filter),
+            Err(err) => reply_error(&err.to_string()),
+        }
+    } else if is("REPLY") {
+        if argc != 3 {
+            return wrong_arity("client|reply");
+        }
+        match clients::reply_mode(req.arg(2).unwrap_or_default()) {
+            Ok(mode) => Dispatch::ClientReply(mode),
+            Err(err) => reply_error(&err.to_string()),
+        }
     } else if is("NO-EVICT") || is("NO-TOUCH") {
         // Accepted as Redis does; the session's requests share backend connections, so
         // neither changes what the servers do.
@@ -836,8 +901,7 @@ mod tests {
         // argz / nokey: the placeholder key.
         check("COMMAND", Dispatch::Command);
         check("command count", Dispatch::Command);
-        check("LOLWUT", fwd("placeholder"));
-        check("LOLWUT VERSION 5", fwd("placeholder"));
+        check("TIME", fwd("placeholder"));
         // arg0 .. arg3, argn: the first argument.
         check("GET k", fwd("k"));
         check("EXPIRE k 10", fwd("k"));
@@ -1214,6 +1278,62 @@ mod tests {
     }
 
     #[test]
+    fn client_info_list_and_reply_are_answered_by_the_session() {
+        check("CLIENT INFO", Dispatch::ClientInfo);
+        check("client info x", arity("client|info"));
+        check("CLIENT List", Dispatch::ClientList(ListFilter::All));
+        check(
+            "CLIENT LIST ID 4 5",
+            Dispatch::ClientList(ListFilter::Ids(vec![4, 5])),
+        );
+        check(
+            "CLIENT LIST TYPE normal",
+            Dispatch::ClientList(ListFilter::Type(clients::ClientType::Normal)),
+        );
+        check(
+            "CLIENT LIST TYPE nobody",
+            reply("-ERR Unknown client type 'nobody'"),
+        );
+        check("CLIENT LIST ID 4 x", reply("-ERR Invalid client ID"));
+        check("CLIENT LIST ID", reply("-ERR syntax error"));
+        check("CLIENT REPLY on", Dispatch::ClientReply(ReplyMode::On));
+        check("CLIENT REPLY OFF", Dispatch::ClientReply(ReplyMode::Off));
+        check("CLIENT REPLY Skip", Dispatch::ClientReply(ReplyMode::Skip));
+        check("CLIENT REPLY maybe", reply("-ERR syntax error"));
+        check("CLIENT REPLY", arity("client|reply"));
+        check("CLIENT REPLY ON x", arity("client|reply"));
+    }
+
+    #[test]
+    fn lolwut_names_walnut_and_checks_numbers_as_redis_does() {
+        let text = format!(
+            "walnut ver. {}, a Redis proxy speaking Redis ver. {}\n",
+            env!("CARGO_PKG_VERSION"),
+            super::super::hello::REDIS_VERSION
+        )
+        .into_bytes();
+        for fine in [
+            "LOLWUT",
+            "LOLWUT VERSION",
+            "LOLWUT foo VERSION x",
+            "LOLWUT VERSION -1",
+            "LOLWUT VERSION 5 1 2 3 x",
+            "lolwut version 6 1 2 x",
+        ] {
+            check(fine, Dispatch::Text(text.clone()));
+        }
+        for bad in [
+            "LOLWUT VERSION x",
+            "LOLWUT VERSION 06",
+            "LOLWUT VERSION 5 x",
+            "LOLWUT VERSION 5 1 1 x",
+            "LOLWUT VERSION 6 1 x",
+        ] {
+            check(bad, reply("-ERR value is not an integer or out of range"));
+        }
+    }
+
+    #[test]
     fn connect_time_commands_are_answered_locally() {
         check("CLIENT SETINFO lib-name redis-py", reply("+OK"));
         check("client setinfo LIB-VER 5.0", reply("+OK"));
@@ -1245,8 +1365,8 @@ mod tests {
             reply("-ERR command 'client|kill' is not supported by walnut"),
         );
         check(
-            "CLIENT List",
-            reply("-ERR command 'client|list' is not supported by walnut"),
+            "CLIENT PAUSE 100",
+            reply("-ERR command 'client|pause' is not supported by walnut"),
         );
         check("SELECT 0", Dispatch::Select { db: 0 });
         check("SELECT 15", Dispatch::Select { db: 15 });

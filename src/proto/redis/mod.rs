@@ -1,5 +1,6 @@
 //! The Redis RESP codec: request parser, command table and reply parser. No I/O.
 pub mod catalog;
+pub mod clients;
 pub mod command;
 pub mod dispatch;
 pub mod encode;
