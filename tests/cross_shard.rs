@@ -261,17 +261,44 @@ fn script_load_exists_and_flush_keep_every_server_in_step() {
 }
 
 #[test]
-fn time_answers_seconds_and_microseconds() {
-    let s = setup();
+fn time_answers_seconds_and_microseconds_from_walnuts_clock() {
+    let mut s = setup();
     let mut client = s.client();
-    let Value::Array(parts) = client.cmd_str(&["TIME"]) else {
-        panic!("TIME answers an array");
+    let seconds_of = |reply: &Value| -> u64 {
+        let Value::Array(parts) = reply else {
+            panic!("TIME answers an array: {reply:?}");
+        };
+        assert_eq!(parts.len(), 2);
+        let micros: u64 = bulk_text(&parts[1]).parse().expect("microseconds");
+        assert!(micros < 1_000_000);
+        bulk_text(&parts[0]).parse().expect("seconds")
     };
-    assert_eq!(parts.len(), 2);
-    let seconds: u64 = bulk_text(&parts[0]).parse().expect("seconds");
-    let micros: u64 = bulk_text(&parts[1]).parse().expect("microseconds");
-    assert!(seconds > 1_700_000_000);
-    assert!(micros < 1_000_000);
+    let clock = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs()
+    };
+    let before = clock();
+    let seconds = seconds_of(&client.cmd_str(&["TIME"]));
+    assert!(
+        (before..=clock()).contains(&seconds),
+        "{seconds} is walnut's clock"
+    );
+    // Queued in a transaction, it runs there (EXEC's array holds the server's answer).
+    assert_eq!(client.cmd_str(&["MULTI"]), ok());
+    assert_eq!(client.cmd_str(&["TIME"]), common::queued());
+    let Value::Array(results) = client.cmd_str(&["EXEC"]) else {
+        panic!("EXEC answers an array");
+    };
+    assert_eq!(results.len(), 1);
+    seconds_of(&results[0]);
+    // walnut answers it with every server down.
+    for backend in &mut s.backends {
+        backend.kill();
+    }
+    let mut client = s.client();
+    seconds_of(&client.cmd_str(&["TIME"]));
 }
 
 #[test]

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::backend::ReplyTo;
 use super::stream::Endpoints;
 use crate::proto::redis::clients::{
     subcommand_code, subcommand_name, ClientFlags, ClientLine, ClientType, ListFilter,
@@ -69,6 +70,12 @@ impl ClientRegistry {
             }
         }
         out
+    }
+
+    /// Session `id`, when it is listed.
+    pub fn find(&self, id: i64) -> Option<Arc<ClientEntry>> {
+        let id = u64::try_from(id).ok()?;
+        lock(&self.sessions).get(&id).cloned()
     }
 
     /// How many sessions are listed.
@@ -141,6 +148,19 @@ pub struct ClientEntry {
     /// Set only when they change (a few commands), read only by a listing.
     name: Mutex<Option<Bytes>>,
     user: Mutex<Option<Box<str>>>,
+    /// Where pushes for this session go, once it offered them (it speaks RESP3, is
+    /// subscribed, or asked its id): what another session's `CLIENT TRACKING … REDIRECT`
+    /// delivers invalidations to. Locked per invalidation, never per request.
+    pushes: Mutex<Option<ReplyTo>>,
+}
+
+/// How a session takes messages pushed to it from elsewhere (`CLIENT TRACKING … REDIRECT`).
+#[derive(Debug)]
+pub struct PushTarget {
+    pub to: ReplyTo,
+    pub resp3: bool,
+    /// In pub/sub mode: a RESP2 session takes invalidations only then, as in Redis.
+    pub subscribed: bool,
 }
 
 fn saturate(n: usize) -> u32 {
@@ -164,6 +184,7 @@ impl ClientEntry {
             blocked: AtomicBool::new(false),
             name: Mutex::new(None),
             user: Mutex::new(None),
+            pushes: Mutex::new(None),
         }
     }
 
@@ -219,6 +240,26 @@ impl ClientEntry {
     /// The user the client is now authenticated as (`None`: `default`).
     pub fn authenticated_as(&self, user: Option<Box<str>>) {
         *lock(&self.user) = user;
+    }
+
+    /// Makes the session a possible `REDIRECT` target: pushes for it go to `to`.
+    pub fn offer_pushes(&self, to: ReplyTo) {
+        *lock(&self.pushes) = Some(to);
+    }
+
+    /// True once the session offered its pushes.
+    pub fn offers_pushes(&self) -> bool {
+        lock(&self.pushes).is_some()
+    }
+
+    /// Where messages pushed to this session go, and how it takes them.
+    pub fn push_target(&self) -> Option<PushTarget> {
+        let to = lock(&self.pushes).clone()?;
+        Some(PushTarget {
+            to,
+            resp3: self.resp3.load(Relaxed),
+            subscribed: self.subscribed(),
+        })
     }
 
     fn subscribed(&self) -> bool {

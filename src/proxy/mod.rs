@@ -28,6 +28,7 @@ pub mod stream;
 pub mod subscriber;
 pub mod timers;
 pub mod tls_accept;
+pub mod tracker;
 pub mod transaction;
 pub mod workers;
 

@@ -15,13 +15,18 @@ use super::transaction::{Queued, Transactions, CROSSSLOT};
 use crate::config::ReadFrom;
 use crate::proto::redis::clients::ReplyMode;
 use crate::proto::redis::command::{self, StateCommand};
-use crate::proto::redis::dispatch::{self, Dispatch, KeyRange, KeyRanges, SplitKind};
+use crate::proto::redis::dispatch::{
+    self, Dispatch, KeyRange, KeyRanges, SplitKind, TrackingCommand,
+};
 use crate::proto::redis::encode::Encoder;
 use crate::proto::redis::hello::{self, HelloOption};
 use crate::proto::redis::pubsub::{subscribed_pong, PubsubMerge};
 use crate::proto::redis::reply::Protocol as RespProtocol;
 use crate::proto::redis::request::{Limits, Request, RequestDecoder};
 use crate::proto::redis::split::{self, Merge};
+use crate::proto::redis::tracking::{self, Current, Tracking};
+use crate::proxy::backend::ReplyTo;
+use crate::proxy::tracker::{Confirmations, Done, Sink, Tracker};
 use crate::route::RouteError;
 
 /// Per-connection Redis state.
@@ -43,6 +48,23 @@ pub struct RedisProtocol {
     stash: Option<Request>,
     /// The name and user last published to the pool's list of sessions.
     listed_as: (Option<Bytes>, Option<Box<str>>),
+    /// Client-side caching (`CLIENT TRACKING ON`) and its connections.
+    tracking: Option<TrackingState>,
+    /// The client asked its id (`CLIENT ID`, `HELLO`): it may be another's `REDIRECT` target.
+    asked_id: bool,
+    /// Its pushes are offered to other sessions' redirects (`offer_pushes`).
+    offered_pushes: bool,
+    /// `CLIENT CACHING yes|no` was the last command but `CLIENT` ones (shown by
+    /// `TRACKINGINFO`, as Redis shows it).
+    caching_once: bool,
+}
+
+/// A session's `CLIENT TRACKING` options and its tracking connections (RESP3 sessions: one
+/// per server, by name, in the snapshot's order).
+#[derive(Debug)]
+struct TrackingState {
+    options: Tracking,
+    trackers: Vec<(String, Tracker)>,
 }
 
 /// Which backend connection of a server a request goes over. Requests on one path keep
@@ -57,6 +79,9 @@ enum Path {
     Own,
     /// A transaction's leased connection (numbered per transaction).
     Lease(u64),
+    /// No connection: set by `CLIENT TRACKING ON`, so the next forwarded request waits for
+    /// its answer (the tracking connections confirmed).
+    Barrier,
 }
 
 impl Merger for Merge {
@@ -86,6 +111,10 @@ impl Protocol for RedisProtocol {
             last_path: Path::Shared(super::pool::default_lane(&snapshot.config)),
             stash: None,
             listed_as: (None, None),
+            tracking: None,
+            asked_id: false,
+            offered_pushes: false,
+            caching_once: false,
         }
     }
 
@@ -114,6 +143,9 @@ impl Protocol for RedisProtocol {
                 }
             }
         }
+        if !self.offered_pushes {
+            self.offer_pushes(core);
+        }
         self.publish(core);
     }
 
@@ -131,10 +163,15 @@ impl Protocol for RedisProtocol {
 
     fn follows_servers(&self) -> bool {
         self.subscriptions.is_subscribed()
+            || self
+                .tracking
+                .as_ref()
+                .is_some_and(|t| !t.trackers.is_empty())
     }
 
     fn servers_changed(&mut self, core: &mut Core, snapshot: &Arc<PoolSnapshot>) {
         self.subscriptions.follow(core, snapshot);
+        self.follow_trackers(core, snapshot, None);
     }
 }
 
@@ -169,6 +206,10 @@ impl RedisProtocol {
             }
         }
         core.count_command_spec(spec);
+        if self.caching_once && spec.is_none_or(|s| s.name != "CLIENT") {
+            // As Redis: CLIENT CACHING applies to the next command but CLIENT ones.
+            self.caching_once = false;
+        }
         core.replies.begin_request();
         if let Some(listed) = core.listing() {
             listed
@@ -245,6 +286,7 @@ impl RedisProtocol {
                 core.push_ready(Bytes::from_static(reply));
             }
             Dispatch::Hello => self.hello(core, snapshot, &request),
+            Dispatch::Tracking(command) => self.tracking_command(core, snapshot, command, &request),
             Dispatch::Command => {
                 let commands = snapshot.commands.load();
                 match commands
@@ -319,6 +361,7 @@ impl RedisProtocol {
                 core.push_ready(Bytes::from_static(dispatch::OK));
             }
             Dispatch::ClientId => {
+                self.asked_id = true;
                 core.push_ready(Bytes::from(format!(":{}\r\n", core.client_id())))
             }
             Dispatch::ClientInfo => {
@@ -346,6 +389,12 @@ impl RedisProtocol {
                 }
             }
             Dispatch::Text(text) => core.push_ready(text_reply(core, &text)),
+            Dispatch::Time => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                core.push_ready(Bytes::from(dispatch::time_reply(now)));
+            }
             Dispatch::GetClientName => {
                 let reply = match &self.client_name {
                     Some(name) => dispatch::bulk(name),
@@ -364,6 +413,169 @@ fn text_reply(core: &Core, text: &[u8]) -> Bytes {
     let mut encoder = Encoder::new(core.lane.protocol());
     encoder.verbatim(b"txt", text);
     Bytes::from(encoder.finish())
+}
+
+impl RedisProtocol {
+    /// `CLIENT TRACKING|CACHING|TRACKINGINFO|GETREDIR`.
+    fn tracking_command(
+        &mut self,
+        core: &mut Core,
+        snapshot: &PoolSnapshot,
+        command: TrackingCommand,
+        request: &Request,
+    ) {
+        let current = self
+            .tracking
+            .as_ref()
+            .map_or(Current::default(), |t| Current {
+                on: true,
+                bcast: t.options.bcast,
+                optin: t.options.optin,
+                optout: t.options.optout,
+            });
+        let resp3 = core.lane.resp3;
+        let refused =
+            |err: tracking::TrackingError| Bytes::from(dispatch::error_reply(&err.to_string()));
+        let reply = match command {
+            TrackingCommand::Info => {
+                let options = self.tracking.as_ref().map(|t| &t.options);
+                let registry = core.listing().map(|listed| listed.registry());
+                let broken = options
+                    .and_then(|o| o.redirect)
+                    .is_some_and(|id| registry.is_some_and(|r| r.find(id).is_none()));
+                let caching = self.caching_once;
+                Bytes::from(tracking::info(options, caching, broken, resp3))
+            }
+            TrackingCommand::GetRedir => Bytes::from(match &self.tracking {
+                None => ":-1\r\n".to_string(),
+                Some(t) => format!(":{}\r\n", t.options.redirect.unwrap_or(0)),
+            }),
+            TrackingCommand::Caching => {
+                match tracking::caching(request.arg(2).unwrap_or_default(), current) {
+                    Ok(()) => {
+                        self.caching_once = true;
+                        Bytes::from_static(dispatch::OK)
+                    }
+                    Err(err) => refused(err),
+                }
+            }
+            TrackingCommand::Set => {
+                let registry = core.listing().map(|listed| listed.registry());
+                let exists = |id: i64| registry.is_some_and(|r| r.find(id).is_some());
+                let mut options = match tracking::parse(request, current, exists) {
+                    Ok(options) => options,
+                    Err(err) => return core.push_ready(refused(err)),
+                };
+                if !options.on {
+                    self.tracking = None;
+                    self.caching_once = false;
+                    return core.push_ready(Bytes::from_static(dispatch::OK));
+                }
+                if let Some(existing) = &self.tracking {
+                    let held = &existing.options.prefixes;
+                    if let Some(err) = tracking::overlap_with_existing(&options.prefixes, held) {
+                        return core.push_ready(refused(err));
+                    }
+                    let mut prefixes = held.clone();
+                    prefixes.append(&mut options.prefixes);
+                    options.prefixes = prefixes;
+                }
+                self.tracking = Some(TrackingState {
+                    options,
+                    trackers: Vec::new(),
+                });
+                // Answered once every server tracks, and the next forwarded request waits
+                // for the answer: no read is cached before its server tracks it.
+                let reply_to = core.reserve_reply();
+                self.follow_trackers(core, snapshot, Some(reply_to));
+                self.last_path = Path::Barrier;
+                return;
+            }
+        };
+        core.push_ready(reply);
+    }
+
+    /// Starts, restarts or stops the session's tracking connections: they run while tracking
+    /// is on and invalidations have somewhere to go (a RESP3 session, or a `REDIRECT`).
+    /// `answer` is `CLIENT TRACKING ON`'s reply, sent once they are all confirmed; without it
+    /// they are restarted only when the servers changed, and the client is then told to drop
+    /// everything once the new ones are confirmed.
+    fn follow_trackers(
+        &mut self,
+        core: &mut Core,
+        snapshot: &PoolSnapshot,
+        answer: Option<ReplyTo>,
+    ) {
+        let Some(state) = &mut self.tracking else {
+            if let Some(answer) = answer {
+                answer.deliver(Ok(Bytes::from_static(dispatch::OK)));
+            }
+            return;
+        };
+        let redirect = state.options.redirect;
+        if !core.lane.resp3 && redirect.is_none() {
+            // A RESP2 client without a redirect takes no invalidations (as in Redis).
+            state.trackers.clear();
+            if let Some(answer) = answer {
+                answer.deliver(Ok(Bytes::from_static(dispatch::OK)));
+            }
+            return;
+        }
+        let names = snapshot.servers.iter().map(|s| &s.info.name);
+        let same = state.trackers.len() == snapshot.servers.len()
+            && state.trackers.iter().map(|(n, _)| n).eq(names);
+        if same && answer.is_none() {
+            return;
+        }
+        let own = core.lane.resp3.then(|| core.push_target());
+        let sink = match redirect {
+            None => Sink::Own(core.push_target()),
+            Some(id) => Sink::Redirect {
+                id,
+                target: core
+                    .listing()
+                    .and_then(|listed| listed.registry().find(id))
+                    .map_or_else(std::sync::Weak::new, |entry| Arc::downgrade(&entry)),
+                own,
+            },
+        };
+        let done = match answer {
+            Some(reply_to) => Done::Reply(reply_to),
+            None => Done::Flush(sink.clone()),
+        };
+        let confirmations = Confirmations::new(snapshot.servers.len(), done);
+        let command = Bytes::from(tracking::server_command(&state.options));
+        // The old connections close as the new ones open.
+        state.trackers = snapshot
+            .servers
+            .iter()
+            .map(|server| {
+                let tracker = Tracker::start(
+                    &server.dedicated,
+                    command.clone(),
+                    sink.clone(),
+                    &confirmations,
+                );
+                (server.info.name.clone(), tracker)
+            })
+            .collect();
+    }
+
+    /// Lets another session's `CLIENT TRACKING … REDIRECT` reach this one, once it can take
+    /// pushes (RESP3, or subscribed) or has asked its id.
+    fn offer_pushes(&mut self, core: &mut Core) {
+        let wanted = core.lane.resp3 || self.subscriptions.is_subscribed() || self.asked_id;
+        if !wanted {
+            return;
+        }
+        self.offered_pushes = true;
+        if core.listing().is_some() {
+            let to = core.push_target();
+            if let Some(listed) = core.listing() {
+                listed.entry().offer_pushes(to);
+            }
+        }
+    }
 }
 
 /// What decides whether a user may run a command: walnut's table, or the backend's entry
@@ -429,6 +641,7 @@ fn queued(
         // missing from EXEC's array.
         Dispatch::Reply(_) if matches!(name, "PING" | "ECHO") => return Queued::Keyless,
         Dispatch::Text(_) if name == "LOLWUT" => return Queued::Keyless,
+        Dispatch::Time => return Queued::Keyless,
         Dispatch::Stateful(StateCommand::Unwatch) | Dispatch::Command => return Queued::Keyless,
         Dispatch::Forward { key } if std::ptr::eq(key, dispatch::PLACEHOLDER_KEY) => {
             return Queued::Keyless
@@ -548,6 +761,9 @@ impl RedisProtocol {
             mode,
         );
         core.push_ready(Bytes::from(reply.encode()));
+        self.asked_id = true;
+        // A switch of protocol may start or stop the tracking connections.
+        self.follow_trackers(core, snapshot, None);
     }
 
     /// `HELLO`'s `AUTH username password`: a `users:` pool's user, or `default` with the
@@ -634,6 +850,7 @@ impl RedisProtocol {
             }
             StateCommand::Pubsub => pubsub_everywhere(core, snapshot, request),
             StateCommand::Reset => {
+                self.tracking = None;
                 self.transactions.abandon();
                 self.subscriptions.clear();
                 self.client_name = None;

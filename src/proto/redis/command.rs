@@ -90,6 +90,8 @@ pub enum Local {
     Command,
     /// walnut's version and the Redis version its commands follow.
     Lolwut,
+    /// walnut's own clock: the same answer whichever servers are up.
+    Time,
 }
 
 /// Commands that change the connection's state: walnut keeps the state (a transaction's
@@ -231,7 +233,6 @@ use Refusal::*;
 const KEY: Handling = Route(Span { first: 1, count: 1 });
 const TWO_KEYS: Handling = Route(Span { first: 1, count: 2 });
 const ALL_KEYS: Handling = Route(ToEnd { first: 1, step: 1 });
-const PLACEHOLDER: Handling = Route(Placeholder);
 /// Refused commands: the arity is not checked.
 const ANY: Arity = AtLeast(1);
 /// The key of `OBJECT ENCODING key`, `XINFO STREAM key`, `XGROUP CREATE key …`.
@@ -492,7 +493,7 @@ pub static COMMANDS: [CommandSpec; 250] = [
     ),
     new("SWAPDB", ANY, Refuse(Unsupported)),
     new("SYNC", ANY, Refuse(Unsupported)),
-    new("TIME", Exact(1), PLACEHOLDER),
+    new("TIME", Exact(1), Answer(Time)),
     tw("TOUCH", Argx, Split(SplitKind::Touch)),
     tw("TTL", Arg0, KEY),
     tw("TYPE", Arg0, KEY),

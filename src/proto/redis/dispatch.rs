@@ -107,6 +107,8 @@ pub enum Dispatch<'a> {
     ClientList(ListFilter),
     /// `CLIENT REPLY ON|OFF|SKIP`: which replies the client gets from now on.
     ClientReply(ReplyMode),
+    /// `TIME`: answered from walnut's clock ([`time_reply`]).
+    Time,
     /// Answer locally with this text: a verbatim string (`=n txt:…`) in RESP3, a bulk
     /// string in RESP2.
     Text(Vec<u8>),
@@ -117,6 +119,9 @@ pub enum Dispatch<'a> {
     Select { db: i64 },
     /// `HELLO [protover [AUTH user pass] [SETNAME name]]` (`proto::redis::hello`).
     Hello,
+    /// `CLIENT TRACKING|CACHING|TRACKINGINFO|GETREDIR` (arity checked): the session's
+    /// client-side caching (`proto::redis::tracking`, `proxy::tracker`).
+    Tracking(TrackingCommand),
     /// `COMMAND …`: answered from the pool's catalog when it has one, else forwarded to
     /// the server of the key `placeholder` (as twemproxy does).
     Command,
@@ -128,6 +133,15 @@ pub enum Dispatch<'a> {
     Scan,
     /// `INFO [section …]`: walnut's sections and the servers' keyspace (`proto::redis::info`).
     Info,
+}
+
+/// The client-side caching subcommands of `CLIENT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrackingCommand {
+    Set,
+    Caching,
+    Info,
+    GetRedir,
 }
 
 /// How long a blocking command may block, read from its own timeout argument.
@@ -427,7 +441,18 @@ fn answer_locally<'a>(spec: &CommandSpec, local: Local, req: &'a Request) -> Dis
         Local::Echo => Dispatch::Reply(bulk(arg1)),
         Local::Hello => Dispatch::Hello,
         Local::Lolwut => lolwut(req),
+        Local::Time => Dispatch::Time,
     }
+}
+
+/// `TIME`'s reply for `since_epoch`: seconds and microseconds, as bulk strings.
+pub fn time_reply(since_epoch: std::time::Duration) -> Vec<u8> {
+    let seconds = since_epoch.as_secs().to_string();
+    let micros = since_epoch.subsec_micros().to_string();
+    let mut out = b"*2\r\n".to_vec();
+    out.extend_from_slice(&bulk(seconds.as_bytes()));
+    out.extend_from_slice(&bulk(micros.as_bytes()));
+    out
 }
 
 /// `LOLWUT [VERSION n [arguments …]]`: walnut's version and the Redis version its command set
@@ -513,6 +538,20 @@ fn client(req: &Request) -> Dispatch<'_> {
         match clients::reply_mode(req.arg(2).unwrap_or_default()) {
             Ok(mode) => Dispatch::ClientReply(mode),
             Err(err) => reply_error(&err.to_string()),
+        }
+    } else if is("TRACKING") || is("CACHING") || is("TRACKINGINFO") || is("GETREDIR") {
+        let (command, name, fits) = if is("TRACKING") {
+            (TrackingCommand::Set, "client|tracking", argc >= 3)
+        } else if is("CACHING") {
+            (TrackingCommand::Caching, "client|caching", argc == 3)
+        } else if is("TRACKINGINFO") {
+            (TrackingCommand::Info, "client|trackinginfo", argc == 2)
+        } else {
+            (TrackingCommand::GetRedir, "client|getredir", argc == 2)
+        };
+        match fits {
+            true => Dispatch::Tracking(command),
+            false => wrong_arity(name),
         }
     } else if is("NO-EVICT") || is("NO-TOUCH") {
         // Accepted as Redis does; the session's requests share backend connections, so
@@ -901,7 +940,8 @@ mod tests {
         // argz / nokey: the placeholder key.
         check("COMMAND", Dispatch::Command);
         check("command count", Dispatch::Command);
-        check("TIME", fwd("placeholder"));
+        check("TIME", Dispatch::Time);
+        check("TIME now", wrong_arity("time"));
         // arg0 .. arg3, argn: the first argument.
         check("GET k", fwd("k"));
         check("EXPIRE k 10", fwd("k"));
@@ -1305,6 +1345,15 @@ mod tests {
     }
 
     #[test]
+    fn time_is_seconds_and_microseconds_as_bulk_strings() {
+        let at = std::time::Duration::from_micros(1_700_000_000_000_042);
+        assert_eq!(
+            time_reply(at),
+            b"*2\r\n$10\r\n1700000000\r\n$2\r\n42\r\n".to_vec()
+        );
+    }
+
+    #[test]
     fn lolwut_names_walnut_and_checks_numbers_as_redis_does() {
         let text = format!(
             "walnut ver. {}, a Redis proxy speaking Redis ver. {}\n",
@@ -1340,6 +1389,37 @@ mod tests {
         check("CLIENT SETINFO lib-name", arity("client|setinfo"));
         check("CLIENT ID", Dispatch::ClientId);
         check("client id x", arity("client|id"));
+        // Client-side caching: each subcommand, and its arity.
+        use TrackingCommand::{Caching, GetRedir, Info, Set};
+        for (fits, command, misfit, name) in [
+            (
+                "CLIENT TRACKING on BCAST",
+                Set,
+                "client tracking",
+                "client|tracking",
+            ),
+            (
+                "CLIENT CACHING yes",
+                Caching,
+                "CLIENT CACHING",
+                "client|caching",
+            ),
+            (
+                "CLIENT TRACKINGINFO",
+                Info,
+                "CLIENT TRACKINGINFO x",
+                "client|trackinginfo",
+            ),
+            (
+                "client getredir",
+                GetRedir,
+                "CLIENT GETREDIR x",
+                "client|getredir",
+            ),
+        ] {
+            check(fits, Dispatch::Tracking(command));
+            check(misfit, arity(name));
+        }
         check("CLIENT NO-EVICT on", reply("+OK"));
         check("CLIENT NO-TOUCH OFF", reply("+OK"));
         check("CLIENT NO-TOUCH maybe", reply("-ERR syntax error"));

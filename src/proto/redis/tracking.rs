@@ -57,9 +57,117 @@ pub enum TrackingError {
     OptSwitch,
     #[error("Prefix '{0}' overlaps with another provided prefix '{1}'. Prefixes for a single client must not overlap.")]
     Overlap(String, String),
+    #[error("Prefix '{0}' overlaps with an existing prefix '{1}'. Prefixes for a single client must not overlap.")]
+    OverlapsExisting(String, String),
     #[error("walnut takes at most {MAX_PREFIXES} prefixes per client")]
     TooManyPrefixes,
+    #[error("CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled")]
+    CachingWithoutOpt,
+    #[error("CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode.")]
+    CachingYesWithoutOptin,
+    #[error("CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode.")]
+    CachingNoWithoutOptout,
 }
+
+/// The first of `new` that overlaps one of `existing` (a client adding BCAST prefixes).
+pub fn overlap_with_existing(new: &[Vec<u8>], existing: &[Vec<u8>]) -> Option<TrackingError> {
+    new.iter().find_map(|a| {
+        existing
+            .iter()
+            .find(|b| a.starts_with(b) || b.starts_with(a))
+            .map(|b| {
+                TrackingError::OverlapsExisting(
+                    String::from_utf8_lossy(a).into_owned(),
+                    String::from_utf8_lossy(b).into_owned(),
+                )
+            })
+    })
+}
+
+/// `CLIENT CACHING yes|no`, checked as Redis does.
+pub fn caching(arg: &[u8], current: Current) -> Result<(), TrackingError> {
+    if !current.on || !(current.optin || current.optout) {
+        return Err(TrackingError::CachingWithoutOpt);
+    }
+    if arg.eq_ignore_ascii_case(b"YES") {
+        return match current.optin {
+            true => Ok(()),
+            false => Err(TrackingError::CachingYesWithoutOptin),
+        };
+    }
+    if arg.eq_ignore_ascii_case(b"NO") {
+        return match current.optout {
+            true => Ok(()),
+            false => Err(TrackingError::CachingNoWithoutOptout),
+        };
+    }
+    Err(TrackingError::Syntax)
+}
+
+/// `CLIENT TRACKINGINFO`: flags, redirect and prefixes, a map in RESP3 (flags a set), in
+/// Redis's order. `caching`: a `CLIENT CACHING` still applies (no other command since);
+/// `broken_redirect`: the redirect target is gone.
+pub fn info(
+    tracking: Option<&Tracking>,
+    caching: bool,
+    broken_redirect: bool,
+    resp3: bool,
+) -> Vec<u8> {
+    let mut flags: Vec<&[u8]> = Vec::new();
+    match tracking {
+        None => flags.push(b"off"),
+        Some(t) => {
+            flags.push(b"on");
+            for (set, name) in [
+                (t.bcast, &b"bcast"[..]),
+                (t.optin, b"optin"),
+                (t.optin && caching, b"caching-yes"),
+                (t.optout, b"optout"),
+                (t.optout && caching, b"caching-no"),
+                (t.noloop, b"noloop"),
+                (broken_redirect, b"broken_redirect"),
+            ] {
+                if set {
+                    flags.push(name);
+                }
+            }
+        }
+    }
+    let redirect = tracking.map_or(-1, |t| t.redirect.unwrap_or(0));
+    let prefixes = tracking.map_or(&[][..], |t| &t.prefixes[..]);
+    let mut out = match resp3 {
+        true => b"%3\r\n".to_vec(),
+        false => b"*6\r\n".to_vec(),
+    };
+    out.extend_from_slice(b"$5\r\nflags\r\n");
+    out.extend_from_slice(
+        format!("{}{}\r\n", if resp3 { '~' } else { '*' }, flags.len()).as_bytes(),
+    );
+    for flag in flags {
+        out.extend_from_slice(&super::dispatch::bulk(flag));
+    }
+    out.extend_from_slice(format!("$8\r\nredirect\r\n:{redirect}\r\n").as_bytes());
+    out.extend_from_slice(format!("$8\r\nprefixes\r\n*{}\r\n", prefixes.len()).as_bytes());
+    for prefix in prefixes {
+        out.extend_from_slice(&super::dispatch::bulk(prefix));
+    }
+    out
+}
+
+/// `CLIENT TRACKING ON BCAST [PREFIX p]…`: what walnut's tracking connections send each
+/// server (always BCAST: the servers see none of the client's reads).
+pub fn server_command(tracking: &Tracking) -> Vec<u8> {
+    let mut args: Vec<&[u8]> = vec![b"CLIENT", b"TRACKING", b"ON", b"BCAST"];
+    for prefix in &tracking.prefixes {
+        args.push(b"PREFIX");
+        args.push(prefix);
+    }
+    super::pubsub::frame_of_bulks(&args)
+}
+
+/// "Forget everything": sent to a client when walnut may have missed invalidations (a
+/// tracking connection was lost, the servers changed).
+pub const FLUSH_PUSH: &[u8] = b">2\r\n$10\r\ninvalidate\r\n_\r\n";
 
 /// Parses `CLIENT TRACKING on|off [REDIRECT id] [BCAST] [PREFIX p]… [OPTIN] [OPTOUT]
 /// [NOLOOP]` as Redis does: the options first (a redirect target must exist now:
@@ -275,6 +383,52 @@ mod tests {
             .unwrap_err()
             .starts_with("You can't switch OPTIN/OPTOUT"));
         assert!(check("CLIENT TRACKING on OPTIN", optin).is_ok());
+    }
+
+    #[test]
+    fn caching_info_and_the_server_command() {
+        let on = Current {
+            on: true,
+            ..Current::default()
+        };
+        let text = |r: Result<(), TrackingError>| r.unwrap_err().to_string();
+        assert!(text(caching(b"yes", Current::default()))
+            .starts_with("CLIENT CACHING can be called only"));
+        assert_eq!(
+            text(caching(b"yes", on)),
+            "CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled"
+        );
+        let optout = Current { optout: true, ..on };
+        assert_eq!(
+            text(caching(b"yes", optout)),
+            "CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode."
+        );
+        assert!(caching(b"NO", optout).is_ok());
+        assert_eq!(text(caching(b"maybe", optout)), "syntax error");
+        // As a real Redis 7.0 answers without tracking.
+        assert_eq!(
+            info(None, false, false, false),
+            b"*6\r\n$5\r\nflags\r\n*1\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n"
+        );
+        let bcast = Tracking {
+            on: true,
+            bcast: true,
+            prefixes: vec![b"a".to_vec()],
+            ..Tracking::default()
+        };
+        assert_eq!(
+            info(Some(&bcast), false, false, true),
+            b"%3\r\n$5\r\nflags\r\n~2\r\n$2\r\non\r\n$5\r\nbcast\r\n$8\r\nredirect\r\n:0\r\n$8\r\nprefixes\r\n*1\r\n$1\r\na\r\n"
+        );
+        assert_eq!(
+            server_command(&bcast),
+            b"*6\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$2\r\nON\r\n$5\r\nBCAST\r\n$6\r\nPREFIX\r\n$1\r\na\r\n"
+        );
+        assert_eq!(
+            overlap_with_existing(&[b"ab".to_vec()], &[b"a".to_vec()]).unwrap().to_string(),
+            "Prefix 'ab' overlaps with an existing prefix 'a'. Prefixes for a single client must not overlap."
+        );
+        assert_eq!(read_invalidation(FLUSH_PUSH).unwrap().keys, None);
     }
 
     #[test]
