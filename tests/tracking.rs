@@ -392,6 +392,59 @@ fn a_change_of_servers_ends_in_a_flush_and_the_new_server_is_tracked() {
     assert!(seen.contains(&key));
 }
 
+/// node-redis 5's own client-side cache (`RESP: 3`, `clientSideCache`) through walnut:
+/// repeated reads come from its cache, and another client's write reaches it as an
+/// invalidation. (redis-py 5's cache refuses servers older than Redis 7.4.)
+#[test]
+fn node_redis_client_side_caching_is_invalidated_through_walnut() {
+    let setup = setup();
+    let keys = key_per_server(&setup, "node:");
+    let script = r#"
+const { createClient, BasicClientSideCache } = require('redis');
+const [port, ...keys] = process.argv.slice(1);
+const url = `redis://127.0.0.1:${port}`;
+(async () => {
+  const cache = new BasicClientSideCache({ ttl: 0, maxEntries: 0 });
+  const cached = createClient({ url, RESP: 3, clientSideCache: cache });
+  const writer = createClient({ url });
+  cached.on('error', (e) => { console.error(e); process.exit(2); });
+  await cached.connect();
+  await writer.connect();
+  for (const key of keys) {
+    for (let i = 0; i < 3; i++) {
+      const value = await cached.get(key);
+      if (value !== 'v0') throw new Error(`${key}: ${value}`);
+    }
+  }
+  const stats = cache.stats();
+  console.log(`hits=${stats.hitCount} misses=${stats.missCount}`);
+  for (const key of keys) await writer.set(key, 'v1');
+  const deadline = Date.now() + 30000;
+  for (const key of keys) {
+    while ((await cached.get(key)) !== 'v1') {
+      if (Date.now() > deadline) throw new Error(`no invalidation for ${key}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+  console.log('invalidated');
+  // destroy(), not quit(): walnut answers QUIT by closing, as twemproxy does, and
+  // node-redis's quit() waits for a +OK.
+  cached.destroy();
+  writer.destroy();
+})().catch((e) => { console.error(e); process.exit(1); });
+"#;
+    let port = setup.port.to_string();
+    let mut args = vec![port.as_str()];
+    args.extend(keys.iter().map(String::as_str));
+    let out = common::run_node("node-redis clientSideCache", script, &args);
+    let n = keys.len();
+    assert_eq!(
+        out,
+        format!("hits={} misses={n}\ninvalidated", 2 * n),
+        "each key read once from the servers, twice from the cache, then invalidated"
+    );
+}
+
 /// Sends `args` and returns its reply, skipping pushes before it.
 fn reply_skipping_pushes_after(client: &mut RespClient, args: &[&str]) -> Value {
     let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
