@@ -28,6 +28,7 @@ use super::backend::{Lane, ReplyTo};
 use super::client_list::ClientEntry;
 use super::dedicated::{send, Dedicated, MAX_REPLY, READ_CHUNK};
 use super::exchange::read_reply;
+use crate::proto::redis::dispatch;
 use crate::proto::redis::reply::{Protocol, ReplyDecoder, ReplyKind};
 use crate::proto::redis::tracking::{self, Invalidation};
 
@@ -136,8 +137,8 @@ impl Confirmations {
         match done {
             Some(Done::Reply(to)) => {
                 let reply = match refused {
-                    None => Bytes::from_static(b"+OK\r\n"),
-                    Some(text) => Bytes::from(format!("-ERR {text}\r\n")),
+                    None => Bytes::from_static(dispatch::OK),
+                    Some(text) => Bytes::from(dispatch::error_reply(&text)),
                 };
                 to.deliver(Ok(reply));
             }
